@@ -1,0 +1,34 @@
+# The README's two set-up commands: `make demo` and `make test`. Each creates or reuses .venv and installs what it
+# needs first. torch, torchvision and facenet-pytorch are pinned in pyproject.toml and installed in one pip command
+# so pip never downgrades torch.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= outputs/demo
+
+.PHONY: install demo test test-fast lint annotate-sample clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/annotate.py input=assets_sample/images output=$(DEMO_OUT)/annotations
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache
