@@ -363,3 +363,59 @@ def test_plots_write_pngs_with_the_right_colours(tmp_path):
     r = evaluate_detections(labels, dets)
     png = plot_pr_curves({"all": {**r["face_level"]["pr_curve"], "ap": r["ap50"]}}, tmp_path / "pr.png")
     assert Image.open(png).size[0] > 100
+
+
+def test_evaluate_script_on_an_annotation_folder(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1]
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    for name in ["a.png", "sub/b.jpg", "c.png"]:
+        Image.new("RGB", (120, 90), (90, 120, 150)).save(images / name)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "image_id,x1,y1,x2,y2,style\na.png,10,10,40,40,photo\na.png,60,10,90,40,photo\n"
+        "sub/b.jpg,5,5,30,30,illustration\nc.png,,,,,illustration\n"
+    )
+    ann = tmp_path / "ann"
+    (ann / "images").mkdir(parents=True)
+    (ann / "faces").mkdir()
+    pd.DataFrame({"image_id": ["a.png", "sub/b.jpg", "c.png"], "status": ["ok", "ok", "ok"]}).to_parquet(
+        ann / "images" / "part-000000.parquet"
+    )
+    dets_of(
+        [("a.png", 10, 10, 40, 40, 0.99), ("c.png", 0, 0, 20, 20, 0.9), ("sub/b.jpg", 70, 50, 90, 80, 0.8)]
+    ).to_parquet(ann / "faces" / "part-000000.parquet")
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "scripts" / "evaluate_detector.py"),
+            f"labels={labels}",
+            f"annotations={ann}",
+            f"images={images}",
+            f"hydra.run.dir={run}",
+            "~vision",  # no detector is built when reading annotations
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "style=photo" in proc.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    img = metrics["image_level"]
+    assert (img["tp"], img["fp"], img["tn"], img["fn"]) == (2, 1, 0, 0)
+    assert img["sensitivity"] == 1.0 and img["specificity"] == 0.0
+    assert (img["n_positive"], img["n_negative"]) == (2, 1)
+    assert metrics["face_level"]["tp"] == 1 and metrics["by_style"]["photo"]["face_level"]["n_gt"] == 2
+    errors = pd.read_csv(run / "errors.csv")
+    assert sorted(errors["kind"]) == ["FN", "FN", "FP", "FP"]
+    assert (run / "pr_curve.png").stat().st_size > 0 and (run / "contact_sheet.png").stat().st_size > 0

@@ -644,3 +644,54 @@ def contact_sheet(
     path = Path(path)
     sheet.save(path)
     return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def summary_table(result: Mapping) -> pd.DataFrame:
+    """One row per evaluated set (``all`` and every group of every ``by_<column>``) with the headline metrics."""
+
+    def row(name: str, block: Mapping) -> dict:
+        face, image = block["face_level"], block["image_level"]
+        return {
+            "set": name,
+            "images": image["n_images"],
+            "faces": face["n_gt"],
+            "AP50": face["ap50"],
+            "AP50:95": face["ap50_95"],
+            "P": face["precision"],
+            "R": face["recall"],
+            "F1": face["f1"],
+            "TP": face["tp"],
+            "FP": face["fp"],
+            "FN": face["fn"],
+            "img_P": image["precision"],
+            "img_sens": image["sensitivity"],
+            "img_spec": image["specificity"],
+            "img_acc": image["accuracy"],
+            "count_acc": image["count_exact_accuracy"],
+            "count_MAE": image["count_mae"],
+        }
+
+    rows = [row("all", result)]
+    for key, groups in result.items():
+        if key.startswith("by_"):
+            rows += [row(f"{key[3:]}={g}", block) for g, block in groups.items()]
+    return pd.DataFrame(rows)
+
+
+def to_jsonable(obj):
+    """Replace NaN/inf by None and numpy scalars/arrays by Python values, recursively, for strict JSON."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
