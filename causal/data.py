@@ -409,7 +409,7 @@ def _check_unique_ids(frame: pd.DataFrame, id_column: str, source: str) -> None:
         )
 
 
-def _is_list_value(value: Any) -> bool:
+def is_vector(value: Any) -> bool:
     return isinstance(value, list | tuple | np.ndarray)
 
 
@@ -421,17 +421,15 @@ def _list_column(series: pd.Series) -> pd.Series | None:
     if values.empty:
         return None
     first = values.iloc[0]
-    if _is_list_value(first):
-        return series.map(lambda v: None if not _is_list_value(v) else np.asarray(v, dtype=float).ravel())
+    if is_vector(first):
+        return series.map(lambda v: None if not is_vector(v) else np.asarray(v, dtype=float).ravel())
     if isinstance(first, str) and first.lstrip().startswith("["):
-        try:
-            return series.map(lambda v: None if not isinstance(v, str) else np.asarray(json.loads(v), float))
-        except (ValueError, TypeError):
-            return None
+        # A list serialised into CSV. If it does not parse, say so rather than dummy-coding every vector.
+        return series.map(lambda v: None if not isinstance(v, str) else np.asarray(json.loads(v), float))
     return None
 
 
-def _bool_like(series: pd.Series) -> pd.Series | None:
+def as_boolean(series: pd.Series) -> pd.Series | None:
     """0.0/1.0/NaN if every non-missing value is a boolean or a boolean-like string, else None."""
     if pd.api.types.is_bool_dtype(series.dtype):
         return series.astype("float64")
@@ -454,13 +452,13 @@ def _bool_like(series: pd.Series) -> pd.Series | None:
 
 def _is_missing_mask(series: pd.Series) -> pd.Series:
     if pd.api.types.is_object_dtype(series.dtype):
-        return series.map(lambda v: v is None or (not _is_list_value(v) and pd.isna(v))).astype(bool)
+        return series.map(lambda v: v is None or (not is_vector(v) and pd.isna(v))).astype(bool)
     return series.isna()
 
 
 def _n_distinct(series: pd.Series) -> int:
     values = series[~_is_missing_mask(series)]
-    if len(values) and _is_list_value(values.iloc[0]):
+    if len(values) and is_vector(values.iloc[0]):
         return len({tuple(np.asarray(v, float).ravel()) for v in values})
     return int(values.nunique())
 
@@ -505,10 +503,15 @@ class _Encoder:
         where = f"{self.source}: column {col!r} ({self.roles.key_of(col)})"
         if pd.api.types.is_datetime64_any_dtype(series.dtype) or isinstance(series.dtype, pd.PeriodDtype):
             raise DataError(f"{where} is a date; derive a numeric covariate from it (e.g. the year)")
-        vectors = _list_column(series)
+        try:
+            vectors = _list_column(series)
+        except (ValueError, TypeError) as exc:
+            raise DataError(
+                f"{where} looks like a list column but a value is not a JSON list of numbers ({exc})"
+            ) from exc
         if vectors is not None:
             return self._embedding(col, vectors, where)
-        as_bool = _bool_like(series)
+        as_bool = as_boolean(series)
         if as_bool is not None:
             self.info["boolean"].append(col)
             return self._numeric(col, as_bool)
@@ -576,7 +579,7 @@ class _Encoder:
 
 
 def _to_numeric(series: pd.Series, where: str) -> pd.Series:
-    as_bool = _bool_like(series)
+    as_bool = as_boolean(series)
     if as_bool is not None:
         return as_bool
     if pd.api.types.is_numeric_dtype(series.dtype):
