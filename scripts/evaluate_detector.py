@@ -51,7 +51,12 @@ def run_detector(cfg: DictConfig, images_root: Path, image_ids: list[str]) -> tu
     vision = cfg.vision
     configure_threads(vision.get("num_threads"))
     device = str(resolve_device(vision.get("device", "auto")))
-    annotator = BatchAnnotator(detector=instantiate(vision.detector, device=device))
+    overrides = {"device": device}
+    if cfg.full_curve and "min_prob" in vision.detector:
+        # Keep every face the detector's networks pass, so AP covers the whole PR curve; the configured min_prob
+        # becomes the operating threshold instead (see main).
+        overrides["min_prob"] = 0.0
+    annotator = BatchAnnotator(detector=instantiate(vision.detector, **overrides))
     faces, failed, seconds = [], [], 0.0
     batch_ids, batch = [], []
 
@@ -129,6 +134,9 @@ def main(cfg: DictConfig) -> None:
     if not evaluated:
         sys.exit("no labeled image could be evaluated")
 
+    score_threshold = cfg.score_threshold
+    if score_threshold is None and timing is not None and cfg.full_curve:
+        score_threshold = cfg.vision.detector.get("min_prob")
     group_by = [c for c in cfg.group_by if c in labels.columns]
     for c in set(cfg.group_by) - set(group_by):
         print(f"group_by: labels have no column {c!r}; skipped", file=sys.stderr)
@@ -137,7 +145,7 @@ def main(cfg: DictConfig) -> None:
         faces,
         image_ids=evaluated,
         iou_threshold=cfg.iou_threshold,
-        score_threshold=cfg.score_threshold,
+        score_threshold=score_threshold,
         group_by=group_by,
     )
     gt = labels[labels["image_id"].isin(evaluated)].dropna(subset=BOX_COLUMNS)
@@ -157,7 +165,7 @@ def main(cfg: DictConfig) -> None:
         labels[labels["image_id"].isin(evaluated)],
         faces,
         iou_threshold=cfg.iou_threshold,
-        score_threshold=cfg.score_threshold,
+        score_threshold=score_threshold,
         extra_columns=extra,
     )
     errors.to_csv(out / "errors.csv", index=False)
@@ -175,7 +183,7 @@ def main(cfg: DictConfig) -> None:
             lambda image_id: load_image(images_root / image_id).pixels,
             out / "contact_sheet.png",
             iou_threshold=cfg.iou_threshold,
-            score_threshold=cfg.score_threshold,
+            score_threshold=score_threshold,
             image_ids=evaluated,
             tile=cfg.contact_sheet.tile,
             columns=cfg.contact_sheet.columns,
@@ -183,7 +191,7 @@ def main(cfg: DictConfig) -> None:
         )
 
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
-        print(f"source: {source}; {len(evaluated)} images, score threshold {cfg.score_threshold}")
+        print(f"source: {source}; {len(evaluated)} images, score threshold {score_threshold}")
         print(summary_table(result).to_string(index=False))
     tc = result["threshold_choice"]
     if tc["reached"]:
