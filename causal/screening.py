@@ -203,12 +203,12 @@ def screen_features(
     rows, skipped = [], {}
     for col in candidates:
         series = frame[col]
-        if not explicit and _is_id_column(col, series):
-            skipped[col] = "id column"
-            continue
         non_null = series.dropna()
         if len(non_null) and is_vector(non_null.iloc[0]):
             skipped[col] = "list/array column (screen its PCA components)"
+            continue
+        if not explicit and _is_id_column(col, series):
+            skipped[col] = "id column"
             continue
         if pd.api.types.is_datetime64_any_dtype(series.dtype):
             skipped[col] = "date column"
