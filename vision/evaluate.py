@@ -376,8 +376,8 @@ def _restrict_to_group(
 
 
 def _face_block(
+    all_matches: Mapping[float, pd.DataFrame],
     gt: pd.DataFrame,
-    dets: pd.DataFrame,
     *,
     iou_threshold: float,
     score_threshold: float,
@@ -385,15 +385,11 @@ def _face_block(
     group: str | None = None,
     det_group: pd.Series | None = None,
 ) -> dict:
-    """Face-level metrics for one group (every face when ``group`` is None)."""
+    """Face-level metrics for one group (every face when ``group`` is None) from the matches at each IoU."""
     gt_in = gt.index if group is None else gt.index[gt[column].astype(str).to_numpy() == group]
     n_gt = len(gt_in)
     aps: dict[float, float] = {}
-    matches: dict[float, pd.DataFrame] = {}
-    for thr in [*COCO_IOU_THRESHOLDS.tolist(), float(iou_threshold)]:
-        if thr not in matches:
-            m = match_detections(gt, dets, iou_threshold=thr)
-            matches[thr] = _restrict_to_group(m, gt_in, det_group, group)
+    matches = {thr: _restrict_to_group(m, gt_in, det_group, group) for thr, m in all_matches.items()}
     for thr in COCO_IOU_THRESHOLDS.tolist():
         aps[thr] = average_precision(matches[thr]["tp"], matches[thr]["prob"], n_gt)
     m50, m_op = matches[0.5], matches[float(iou_threshold)]
@@ -463,7 +459,11 @@ def evaluate_detections(
     thr = -math.inf if score_threshold is None else float(score_threshold)
     gt = labels.dropna(subset=BOX_COLUMNS)
 
-    face = _face_block(gt, dets, iou_threshold=iou_threshold, score_threshold=thr)
+    # Matching ignores groups, so one matching per IoU threshold serves the whole set and every group.
+    all_matches = {
+        t: match_detections(gt, dets, iou_threshold=t) for t in {*COCO_IOU_THRESHOLDS.tolist(), float(iou_threshold)}
+    }
+    face = _face_block(all_matches, gt, iou_threshold=iou_threshold, score_threshold=thr)
     true_count = gt.groupby("image_id").size().reindex(ids, fill_value=0)
     pred_count = dets[dets["prob"] >= thr].groupby("image_id").size().reindex(ids, fill_value=0)
     result: dict = {
@@ -481,8 +481,8 @@ def evaluate_detections(
         per: dict = {}
         for g in sorted(groups.unique()):
             gface = _face_block(
+                all_matches,
                 gt,
-                dets,
                 iou_threshold=iou_threshold,
                 score_threshold=thr,
                 column=column,
