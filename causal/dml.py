@@ -502,6 +502,8 @@ def estimate(
 
     econml_ate: dict[str, Any]
     if name == "causal_forest":
+        # Out-of-bag CATE, so each unit's score uses trees that never saw it. (EconML's private _oob_preds is
+        # overwritten in place by its DR scores during fit, so it cannot be reused as the CATE.)
         forest = est.model_cate
         tau = np.asarray(forest.oob_predict(x_arr), dtype=np.float64).reshape(len(y), -1)[:, 0]
         missing = np.isnan(tau)

@@ -1,0 +1,384 @@
+"""Run the configured causal steps in order from one config object and write the results.
+
+``run(cfg, out_dir)`` builds the dataset (``data=table``: the user's table, optionally joined with annotations;
+``data=simulated`` / ``data=sample``: the simulator with its truth), then runs ``cfg.steps`` in order. Each step is a
+function ``step(ctx: RunContext) -> dict | None`` in :data:`STEPS`; its return value is stored under the step's name
+in the results (``dml`` stores several top-level keys instead). Steps share state through the context, most
+importantly the nuisance models, which are cross-fitted once, on first use, and then serve the overlap step, every
+estimator, and the mediation and sensitivity steps (``ctx.nuisance``: ``propensity_``, ``outcome_``, ``folds_``).
+
+Steps written in other modules register lazily by dotted path (``"causal.mediation:run_step"``): the module is
+imported only when the step runs, so a run without that step never needs it. :func:`register_step` adds or replaces
+a step at run time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from causal import dml, overlap, report
+from causal.data import CausalDataset, DataError, Roles, load_from_config
+from causal.nuisance import CrossFitNuisance
+from causal.nuisance import from_config as nuisance_from_config
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[["RunContext"], "dict[str, Any] | None"]
+
+
+@dataclass
+class RunContext:
+    """Everything a step may read or add to.
+
+    Attributes
+    ----------
+    cfg : mapping
+        The whole composed config (an OmegaConf ``DictConfig`` or a plain dict).
+    out_dir : Path
+        Where results and plots go (Hydra's run directory).
+    dataset : CausalDataset
+        The validated data (all rows, before trimming).
+    truth : dict or None
+        The simulator's truth; ``None`` for a user table.
+    seed, alpha : int, float
+        The run's seed and 1 - confidence level.
+    keep : ndarray of bool, shape (n,)
+        Units used by the estimators: all, until the overlap step trims.
+    effect : dml.EffectEstimate or None
+        The primary estimator's fit, set by the ``dml`` step (its ``estimator`` is the fitted EconML object).
+    results : dict
+        The results being built (written as ``results.json``).
+    timings : dict
+        Seconds per stage (written as ``timings.json``, not into the results, so reruns compare equal).
+    """
+
+    cfg: Any
+    out_dir: Path
+    dataset: CausalDataset
+    truth: dict | None
+    seed: int
+    alpha: float
+    keep: np.ndarray
+    effect: dml.EffectEstimate | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    _nuisance: CrossFitNuisance | None = None
+
+    @property
+    def features(self) -> pd.DataFrame:
+        """Nuisance features: confounders W plus any modifier column not already in W, shape (n, p)."""
+        ds = self.dataset
+        extra = [c for c in ds.X.columns if c not in ds.W.columns]
+        return pd.concat([ds.W, ds.X[extra]], axis=1) if extra else ds.W
+
+    @property
+    def nuisance(self) -> CrossFitNuisance:
+        """The cross-fitted nuisance models, fitted on first access (on all rows) and cached."""
+        if self._nuisance is None:
+            start = time.perf_counter()
+            model = nuisance_from_config(_node(self.cfg, "nuisance"), seed=self.seed)
+            self._nuisance = model.fit(self.features, self.dataset.t, self.dataset.y)
+            self.timings["nuisance"] = time.perf_counter() - start
+            self.timings.update({f"nuisance_{k}": v for k, v in model.seconds_.items()})
+            self.results["nuisance"] = model.summary()
+        return self._nuisance
+
+    def step_config(self, name: str) -> dict[str, Any]:
+        """The step's own config node (``cfg.<name>``) as a plain dict; empty when absent."""
+        return _plain(_node(self.cfg, name)) or {}
+
+
+# ----------------------------------------------------------------------------------------------------------- steps
+def step_screening(ctx: RunContext) -> list[dict[str, Any]]:
+    """Feature-by-feature association with the outcome (``causal.screening``), ranked; the hypotheses."""
+    from causal.screening import screen_features
+
+    opts = ctx.step_config("screening")
+    unknown = sorted(set(opts) - {"features", "alpha", "exclude", "max_levels"})
+    if unknown:
+        raise ValueError(f"config group screening: unknown key(s) {unknown}")
+    data_cfg = _plain(_node(ctx.cfg, "data")) or {}
+    exclude = list(dict.fromkeys([*(opts.get("exclude") or []), *(data_cfg.get("outcome_derived") or [])]))
+    table = screen_features(
+        ctx.dataset.frame,
+        ctx.dataset.roles.outcome,
+        opts.get("features"),
+        alpha=float(opts.get("alpha", ctx.alpha)),
+        exclude=exclude,
+        **({"max_levels": int(opts["max_levels"])} if opts.get("max_levels") is not None else {}),
+        source=ctx.dataset.source,
+    )
+    return report.to_jsonable(table)
+
+
+def step_overlap(ctx: RunContext) -> dict[str, Any]:
+    """Propensity diagnostics, balance, trimming; sets ``ctx.keep`` and writes ``propensity_overlap.png``."""
+    kwargs = overlap.from_config(ctx.step_config("overlap"))
+    e = ctx.nuisance.propensity_
+    result, keep = overlap.diagnose(
+        e, ctx.dataset.t, ctx.features, ctx.dataset.groups if ctx.dataset.groups.shape[1] else None, **kwargs
+    )
+    if keep.sum() < 10 or len(np.unique(ctx.dataset.t[keep])) < 2:
+        raise DataError(
+            f"{ctx.dataset.source}: overlap.rule={kwargs['rule']} leaves {int(keep.sum())} unit(s) "
+            "with both arms not represented; relax overlap.threshold or use overlap.rule=none"
+        )
+    ctx.keep = keep
+    png = report.plot_propensity(
+        result["histogram"], ctx.out_dir / "propensity_overlap.png", threshold=result["threshold"] or None
+    )
+    ctx.results.setdefault("plots", {})["propensity"] = png.name
+    return result
+
+
+def step_dml(ctx: RunContext) -> None:
+    """Naive difference, the configured estimator (ATE, group CATEs, heterogeneity tests), moderation.
+
+    Writes the top-level ``naive``, ``ate``, ``ate_partially_linear``, ``ate_econml``, ``cate_by_group``,
+    ``heterogeneity``, ``moderation``, ``estimator`` and (with ``dml.compare``) ``estimates`` keys, and
+    ``cate_by_group.png``.
+    """
+    opts = ctx.step_config("dml")
+    unknown = sorted(set(opts) - {"compare", "moderation", "plots"})
+    if unknown:
+        raise ValueError(f"config group dml: unknown key(s) {unknown}")
+    ds, keep, nuis = ctx.dataset, ctx.keep, ctx.nuisance
+    y, t = ds.y[keep], ds.t[keep]
+    groups = ds.groups.loc[keep].reset_index(drop=True) if ds.groups.shape[1] else None
+    fit_args = {
+        "y": y,
+        "t": t,
+        "X": ds.X.loc[keep].reset_index(drop=True),
+        "W": ds.W.loc[keep].reset_index(drop=True),
+        "propensity": nuis.propensity_[keep],
+        "outcome": nuis.outcome_[keep],
+        "groups": groups,
+        "alpha": ctx.alpha,
+        "seed": ctx.seed,
+    }
+    ctx.results["naive"] = dml.naive_difference(y, t, ctx.alpha)
+    primary = _plain(_node(ctx.cfg, "estimator")) or {}
+    start = time.perf_counter()
+    ctx.effect = dml.estimate(primary, **fit_args)
+    ctx.timings[f"estimator_{ctx.effect.name}"] = time.perf_counter() - start
+    ctx.results.update(ctx.effect.results)
+    ctx.results["estimator"] = primary
+    compare = opts.get("compare") or []
+    if compare:
+        estimates = {ctx.effect.name: _estimate_summary(ctx.effect)}
+        for other in compare:
+            other = dict(other)
+            start = time.perf_counter()
+            fitted = dml.estimate(other, **fit_args)
+            ctx.timings[f"estimator_{fitted.name}"] = time.perf_counter() - start
+            estimates[fitted.name] = _estimate_summary(fitted)
+        ctx.results["estimates"] = estimates
+    if opts.get("moderation", True) and ds.roles.modifiers:
+        start = time.perf_counter()
+        frame = ds.frame.loc[keep].reset_index(drop=True)
+        ctx.results["moderation"] = {
+            mod: dml.moderation(y, t, frame[mod], fit_args["W"], alpha=ctx.alpha) for mod in ds.roles.modifiers
+        }
+        ctx.timings["moderation"] = time.perf_counter() - start
+    if opts.get("plots", True) and ctx.results.get("cate_by_group"):
+        truth = (ctx.truth or {}).get("cate_by_group") if ctx.keep.all() else None
+        png = report.plot_cate_by_group(
+            ctx.results["cate_by_group"], ctx.out_dir / "cate_by_group.png", ate=ctx.results["ate"], truth=truth
+        )
+        ctx.results.setdefault("plots", {})["cate_by_group"] = png.name
+    return None
+
+
+def _estimate_summary(fit: dml.EffectEstimate) -> dict[str, Any]:
+    keys = ("ate", "ate_partially_linear", "ate_econml", "cate_by_group", "heterogeneity")
+    return {k: fit.results[k] for k in keys}
+
+
+def _external(target: str) -> StepFn:
+    """A step implemented in another module (``"package.module:function"``), imported when it runs."""
+
+    def step(ctx: RunContext) -> dict[str, Any] | None:
+        module_name, _, func_name = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ValueError(f"config key steps: step needs {module_name}, which cannot be imported ({exc})") from exc
+        func = getattr(module, func_name, None)
+        if func is None:
+            raise ValueError(f"config key steps: {module_name} has no {func_name}(ctx) step function")
+        return func(ctx)
+
+    step.__name__ = f"external_{target}"
+    return step
+
+
+STEPS: dict[str, StepFn] = {
+    "screening": step_screening,
+    "overlap": step_overlap,
+    "dml": step_dml,
+    # Issue 5: each module provides run_step(ctx: RunContext) -> dict, stored under results[<step>].
+    "mediation": _external("causal.mediation:run_step"),
+    "sensitivity": _external("causal.sensitivity:run_step"),
+}
+# Steps whose function fills several top-level keys itself and returns None.
+_MULTI_KEY_STEPS = {"dml"}
+
+
+def register_step(name: str, func: StepFn) -> None:
+    """Add or replace a step: ``func(ctx) -> dict | None``, stored under ``results[name]`` when it returns one."""
+    STEPS[name] = func
+
+
+# ------------------------------------------------------------------------------------------------------------- run
+def build_dataset(cfg: Any) -> tuple[CausalDataset, dict | None]:
+    """The dataset and (for simulated data) the truth, from ``cfg.data``, ``cfg.roles`` and ``cfg.seed``.
+
+    ``roles.mediator`` is only required (and only validated against the table) when the ``mediation`` step runs, so
+    a table without the default mediator column works for the other steps.
+    """
+    roles_cfg = dict(_plain(_node(cfg, "roles")) or {})
+    if "mediation" not in list(_node(cfg, "steps") or []) and roles_cfg.get("mediator") is not None:
+        log.info("roles.mediator=%r ignored: the mediation step is not in `steps`", roles_cfg["mediator"])
+        roles_cfg["mediator"] = None
+    roles = Roles.from_config(roles_cfg)
+    seed = int(_node(cfg, "seed") or 0)
+    return load_from_config(_node(cfg, "data"), roles, seed=seed)
+
+
+def run(cfg: Any, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run ``cfg.steps`` in order and write ``results.json``, ``truth.json`` (simulated data), ``timings.json``.
+
+    Parameters
+    ----------
+    cfg : DictConfig or mapping
+        The composed config (``conf/config.yaml``): ``seed``, ``alpha``, ``roles``, ``steps``, ``data``,
+        ``nuisance``, ``estimator`` and per-step nodes (``screening``, ``overlap``, ``dml``, ...).
+    out_dir : path, optional
+        Output folder; default Hydra's run directory when running under Hydra, else the working directory.
+
+    Returns
+    -------
+    dict
+        The results as written to ``results.json`` (JSON types, contract key order).
+    """
+    steps = list(_node(cfg, "steps") or [])
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ValueError(f"config key steps: unknown step(s) {unknown}; known: {list(STEPS)}")
+    if len(set(steps)) != len(steps):
+        raise ValueError(f"config key steps lists a step twice: {steps}")
+    out = Path(out_dir) if out_dir is not None else _hydra_output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    seed = int(_node(cfg, "seed") or 0)
+    alpha = float(_node(cfg, "alpha") or 0.05)
+    if not 0 < alpha < 1:
+        raise ValueError(f"config key alpha: {alpha} is not in (0, 1)")
+
+    start = time.perf_counter()
+    dataset, truth = build_dataset(cfg)
+    ctx = RunContext(
+        cfg=cfg,
+        out_dir=out,
+        dataset=dataset,
+        truth=truth,
+        seed=seed,
+        alpha=alpha,
+        keep=np.ones(len(dataset.y), dtype=bool),
+    )
+    ctx.timings["data"] = time.perf_counter() - start
+    ctx.results.update(
+        {
+            "n_units": int(len(dataset.y)),
+            "n_used": int(len(dataset.y)),
+            "treatment": dataset.roles.treatment,
+            "outcome": dataset.roles.outcome,
+            "roles": dataset.roles.to_dict(),
+            "source": dataset.source,
+            "seed": seed,
+            "steps": steps,
+        }
+    )
+    for name in steps:
+        log.info("step %s", name)
+        begin = time.perf_counter()
+        fragment = STEPS[name](ctx)
+        if fragment is not None and name not in _MULTI_KEY_STEPS:
+            ctx.results[name] = fragment
+        ctx.timings[f"step_{name}"] = time.perf_counter() - begin
+    ctx.results["n_used"] = int(ctx.keep.sum())
+    if truth is not None:
+        ctx.results["truth"] = _truth_for_run(cfg, ctx, truth)
+        report.write_json(ctx.results["truth"], out / "truth.json")
+    ctx.timings["total"] = time.perf_counter() - start
+    path = report.write_results(ctx.results, out)
+    report.write_json(ctx.timings, out / "timings.json")
+    log.info("results in %s (%.1fs)", path, ctx.timings["total"])
+    return report.to_jsonable(report.order_results(ctx.results))
+
+
+def _truth_for_run(cfg: Any, ctx: RunContext, truth: dict) -> dict:
+    """The simulator's truth, plus the ATE over the units actually used when trimming removed some."""
+    truth = dict(truth)
+    if ctx.keep.all():
+        return truth
+    from causal.simulate import simulate_from_config
+
+    # The catalog is seeded, so simulating it again reproduces it; its unit table holds each unit's true effect.
+    units = simulate_from_config(_node(cfg, "data"), seed=ctx.seed).units
+    frame = ctx.dataset.frame
+    if "image_id" not in frame.columns or "image_id" not in units.columns:
+        return truth
+    tau = units.set_index("image_id")["tau"].reindex(frame["image_id"]).to_numpy()
+    used = tau[ctx.keep]
+    truth["ate_used"] = float(np.nanmean(used))
+    if ctx.dataset.groups.shape[1]:
+        groups = ctx.dataset.groups.loc[ctx.keep]
+        truth["cate_by_group_used"] = {
+            col: {str(k): float(v) for k, v in pd.Series(used, index=groups.index).groupby(groups[col]).mean().items()}
+            for col in groups.columns
+        }
+    return truth
+
+
+def _hydra_output_dir() -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):
+        return Path.cwd()
+
+
+def _node(cfg: Any, key: str) -> Any:
+    if cfg is None:
+        return None
+    if isinstance(cfg, Mapping):
+        return cfg.get(key)
+    return getattr(cfg, key, None)
+
+
+def _plain(node: Any) -> Any:
+    """OmegaConf node -> plain Python containers (resolving interpolations); plain objects pass through."""
+    if node is None:
+        return None
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(node, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(node, resolve=True)
+    except ImportError:  # pragma: no cover - hydra-core is a dependency
+        pass
+    if isinstance(node, Mapping):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v) for v in node]
+    return node
