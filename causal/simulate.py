@@ -348,11 +348,15 @@ def simulate_catalog(
     take_rate = plays / impressions
 
     # Observed table.
-    image_id = np.array([f"title_{j:05d}/artwork_{k:02d}.jpg" for j in range(n_titles) for k in range(m)], dtype=object)
+    # Build the id strings per title and per slot, then combine (a million f-strings take seconds).
+    title_names = np.array([f"title_{j:05d}" for j in range(n_titles)], dtype=object)
+    slot_names = np.array([f"/artwork_{k:02d}.jpg" for k in range(m)], dtype=object)
+    title_id = title_names[title_of]
+    image_id = title_id + slot_names[np.tile(np.arange(m), n_titles)]
     data = pd.DataFrame(
         {
             "image_id": image_id,
-            "title_id": np.array([f"title_{j:05d}" for j in title_of], dtype=object),
+            "title_id": title_id,
             "genre": genre,
             "country": country,
             "title_popularity": pop,
@@ -370,7 +374,7 @@ def simulate_catalog(
     if features is not None:
         _copy_real_visuals(data, all_rows, face_rows, face_pick, treated, rng_visual)
     else:
-        _parametric_visuals(data, genre, treated, rng_visual, embedding_dim, len(genre_names), g_idx)
+        _parametric_visuals(data, treated, rng_visual, embedding_dim, len(genre_names), g_idx)
     data["take_rate"] = take_rate
     data["impressions"] = impressions
     data["plays"] = plays.astype(np.int64)
@@ -422,8 +426,8 @@ def simulate_catalog(
         tau=tau,
         treated=treated,
         propensity=propensity,
-        genre=genre,
-        country=country,
+        g_idx=g_idx,
+        c_idx=c_idx,
         genre_names=genre_names,
         country_names=country_names,
         genre_share=genre_share,
@@ -452,13 +456,24 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
+def _group_means(values: np.ndarray, codes: np.ndarray, names: list[str]) -> dict[str, float]:
+    sums = np.bincount(codes, weights=values, minlength=len(names))
+    counts = np.bincount(codes, minlength=len(names))
+    return {name: float(sums[k] / counts[k]) for k, name in enumerate(names) if counts[k]}
+
+
+def _group_sizes(codes: np.ndarray, names: list[str]) -> dict[str, int]:
+    counts = np.bincount(codes, minlength=len(names))
+    return {name: int(counts[k]) for k, name in enumerate(names) if counts[k]}
+
+
 def _truth(
     *,
     tau,
     treated,
     propensity,
-    genre,
-    country,
+    g_idx,
+    c_idx,
     genre_names,
     country_names,
     genre_share,
@@ -474,12 +489,12 @@ def _truth(
 ) -> dict:
     weights = propensity * (1 - propensity)
     cate = {
-        "genre": {g: float(tau[genre == g].mean()) for g in genre_names if (genre == g).any()},
-        "country": {c: float(tau[country == c].mean()) for c in country_names if (country == c).any()},
+        "genre": _group_means(tau, g_idx, genre_names),
+        "country": _group_means(tau, c_idx, country_names),
     }
     sizes = {
-        "genre": {g: int((genre == g).sum()) for g in cate["genre"]},
-        "country": {c: int((country == c).sum()) for c in cate["country"]},
+        "genre": _group_sizes(g_idx, genre_names),
+        "country": _group_sizes(c_idx, country_names),
     }
     mean_het_c = float(country_share @ het_c)
     mean_genre_part = float(genre_share @ (het_g + path_g))
@@ -539,7 +554,7 @@ def _structural_model_text() -> str:
     )
 
 
-def _parametric_visuals(data, genre, treated, rng, embedding_dim, n_genres, g_idx) -> None:
+def _parametric_visuals(data, treated, rng, embedding_dim, n_genres, g_idx) -> None:
     n = len(data)
     prob = 0.9 + 0.1 * rng.beta(5.0, 1.0, size=n)
     cx = rng.beta(5.0, 5.0, size=n)
@@ -547,7 +562,7 @@ def _parametric_visuals(data, genre, treated, rng, embedding_dim, n_genres, g_id
     data["face_prob_max"] = np.where(treated, prob, np.nan)
     data["largest_face_cx"] = np.where(treated, cx, np.nan)
     data["largest_face_cy"] = np.where(treated, cy, np.nan)
-    shift = np.array([_BRIGHTNESS_SHIFT.get(g, 0.0) for g in genre])
+    shift = np.array([_BRIGHTNESS_SHIFT.get(g, 0.0) for g in GENRES])[g_idx]
     data["img_brightness"] = np.clip(0.5 + shift + 0.1 * rng.standard_normal(n), 0.0, 1.0)
     data["img_colourfulness"] = rng.gamma(4.0, 0.08, size=n)
     if embedding_dim > 0:
