@@ -797,7 +797,8 @@ def load_from_config(data_cfg: Mapping, roles: Roles, *, seed: int = 0) -> tuple
     Parameters
     ----------
     data_cfg : Mapping
-        The ``data`` config node (``name`` is ``table``, ``simulated`` or ``sample``).
+        The ``data`` config node (``name`` is ``table``, ``simulated`` or ``sample``; optional ``query``, a row
+        filter applied before validation, and ``prepare``, keyword arguments of :func:`prepare`).
     roles : Roles
         From the top-level ``roles`` node.
     seed : int
@@ -834,4 +835,25 @@ def load_from_config(data_cfg: Mapping, roles: Roles, *, seed: int = 0) -> tuple
         table, source, truth = catalog.data, f"simulator (data={name})", catalog.truth
     else:
         raise DataError(f"config `data.name` must be table, simulated or sample, got {name!r}")
+    query = data_cfg.get("query")
+    if query:
+        table = select_rows(table, str(query), source=source)
     return prepare(table, roles, source=source, seed=seed, **options), truth
+
+
+def select_rows(frame: pd.DataFrame, query: str, *, source: str = "table") -> pd.DataFrame:
+    """Rows matching a pandas query (config ``data.query``, e.g. ``"face_present == 1"``), index ``0..n-1``.
+
+    Raises
+    ------
+    DataError
+        When the query does not evaluate on the table or selects no row.
+    """
+    try:
+        kept = frame.query(query)
+    except Exception as exc:
+        raise DataError(f"config `data.query` {query!r} fails on {source}: {exc.__class__.__name__}: {exc}") from exc
+    if len(kept) == 0:
+        raise DataError(f"config `data.query` {query!r} selects no row of {source}")
+    log.info("%s: data.query %r keeps %d of %d rows", source, query, len(kept), len(frame))
+    return kept.reset_index(drop=True)

@@ -593,7 +593,7 @@ def _copy_real_visuals(data, all_rows, face_rows, face_pick, treated, rng) -> No
 
 
 # ------------------------------------------------------------------------------------------------------ from config
-_NON_SIMULATOR_KEYS = ("name", "prepare", "features_path", "seed", "outcome_derived")
+_NON_SIMULATOR_KEYS = ("name", "prepare", "features_path", "seed", "outcome_derived", "query")
 
 
 def load_features(path: str | Path) -> pd.DataFrame:
@@ -607,7 +607,7 @@ def load_features(path: str | Path) -> pd.DataFrame:
 def simulate_from_config(cfg: Mapping, *, seed: int | None = None) -> SimulatedCatalog:
     """Run :func:`simulate_catalog` from a ``data=simulated`` or ``data=sample`` config node.
 
-    Keys other than ``name``, ``prepare``, ``features_path``, ``seed`` and ``outcome_derived`` are passed to
+    Keys other than ``name``, ``prepare``, ``features_path``, ``seed``, ``outcome_derived`` and ``query`` are passed to
     :func:`simulate_catalog`. The config's ``seed`` wins when it is an integer; ``null`` uses ``seed``.
 
     Raises

@@ -374,3 +374,24 @@ def test_load_from_config_simulated_refuses_outcome_derived_covariates():
     roles.confounders.append("plays")
     with pytest.raises(DataError, match=r"config `roles\.confounders` uses 'plays'.*outcome_derived"):
         load_from_config(cfg, roles)
+
+
+def test_load_from_config_query_selects_rows_for_the_mediation_experiment():
+    cfg = OmegaConf.load(CONF / "data" / "simulated.yaml")
+    cfg.n_titles, cfg.artworks_per_title = 40, 5
+    cfg.query = "face_present == 1"
+    cfg.prepare.binary_treatment = False
+    roles = Roles(
+        treatment="face_count",
+        outcome="take_rate",
+        confounders=["genre", "country", "title_popularity", "release_year"],
+        mediator="face_area_mean",
+    )
+    data, truth = load_from_config(cfg, roles, seed=1)
+    assert data.n == truth["n_treated"] and (data.t >= 1).all() and (data.m > 0).all()
+    cfg.query = "no_such_column > 0"
+    with pytest.raises(DataError, match=r"config `data\.query` 'no_such_column > 0' fails on simulator"):
+        load_from_config(cfg, roles)
+    cfg.query = "face_count > 99"
+    with pytest.raises(DataError, match=r"config `data\.query` 'face_count > 99' selects no row"):
+        load_from_config(cfg, roles)
