@@ -30,7 +30,7 @@ intercept. Levels beyond ``max_levels`` (by frequency) are pooled into ``"other"
 cannot explode the width. Boolean columns and boolean-like strings (true/false, yes/no, 0/1) become one 0/1 column.
 Embedding columns (lists or arrays of floats, e.g. ``face_embedding_mean``, ``image_embedding``; also JSON-like
 ``"[0.1, ...]"`` strings from CSV) are reduced by a PCA with ``n_components`` components (seeded), fitted on the rows
-that have a vector, and enter as ``<col>_pc1..k``.
+that have a vector (a seeded subsample of 50,000 when there are more), and enter as ``<col>_pc1..k``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ _FALSE_STRINGS = frozenset({"false", "f", "no", "n", "0", "0.0"})
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 MISSING_POLICIES = ("indicator", "drop", "error")
+PCA_FIT_ROWS = 50_000  # vectors a PCA is fitted on (a seeded subsample beyond this)
+PCA_CHUNK_ROWS = 50_000  # vectors stacked at once when transforming
 
 
 class DataError(ValueError):
@@ -422,10 +424,10 @@ def _list_column(series: pd.Series) -> pd.Series | None:
         return None
     first = values.iloc[0]
     if is_vector(first):
-        return series.map(lambda v: None if not is_vector(v) else np.asarray(v, dtype=float).ravel())
+        return series.map(lambda v: None if not is_vector(v) else np.asarray(v, dtype=np.float32).ravel())
     if isinstance(first, str) and first.lstrip().startswith("["):
         # A list serialised into CSV. If it does not parse, say so rather than dummy-coding every vector.
-        return series.map(lambda v: None if not isinstance(v, str) else np.asarray(json.loads(v), float))
+        return series.map(lambda v: None if not isinstance(v, str) else np.asarray(json.loads(v), np.float32))
     return None
 
 
@@ -457,9 +459,11 @@ def _is_missing_mask(series: pd.Series) -> pd.Series:
 
 
 def _n_distinct(series: pd.Series) -> int:
+    """Distinct non-missing values; for vector columns only 1 or 2 (= "not constant"), found without hashing."""
     values = series[~_is_missing_mask(series)]
     if len(values) and is_vector(values.iloc[0]):
-        return len({tuple(np.asarray(v, float).ravel()) for v in values})
+        first = np.asarray(values.iloc[0])
+        return 2 if any(not np.array_equal(first, np.asarray(v)) for v in values) else 1
     return int(values.nunique())
 
 
@@ -555,24 +559,29 @@ class _Encoder:
         return out
 
     def _embedding(self, col: str, vectors: pd.Series, where: str) -> pd.DataFrame:
-        has = vectors.map(lambda v: v is not None and v.size > 0 and np.isfinite(v).all()).astype(bool)
+        has = vectors.map(lambda v: v is not None and v.size > 0 and bool(np.isfinite(v).all())).astype(bool)
         lengths = {int(v.size) for v in vectors[has]}
         if len(lengths) > 1:
             raise DataError(f"{where} holds vectors of different lengths {sorted(lengths)[:5]}")
-        matrix = np.vstack(vectors[has].to_numpy())
-        k = min(self.n_components, matrix.shape[1], matrix.shape[0])
-        if k < 1:
-            raise DataError(f"{where}: config n_components must be >= 1, got {self.n_components}")
-        pca = PCA(n_components=k, random_state=self.seed).fit(matrix)
+        rows = np.flatnonzero(has.to_numpy())
+        dim = lengths.pop()
+        k = min(self.n_components, dim, len(rows))
+        # Bounded memory at any n: fit on a seeded subsample of PCA_FIT_ROWS vectors, transform in chunks.
+        rng = np.random.default_rng(self.seed)
+        fit_rows = rows if len(rows) <= PCA_FIT_ROWS else np.sort(rng.choice(rows, PCA_FIT_ROWS, replace=False))
+        pca = PCA(n_components=k, random_state=self.seed).fit(np.vstack(vectors.iloc[fit_rows].to_numpy()))
         comps = np.zeros((len(vectors), k))
-        comps[has.to_numpy()] = pca.transform(matrix)
+        for begin in range(0, len(rows), PCA_CHUNK_ROWS):
+            chunk = rows[begin : begin + PCA_CHUNK_ROWS]
+            comps[chunk] = pca.transform(np.vstack(vectors.iloc[chunk].to_numpy()))
         out = pd.DataFrame(comps, index=vectors.index, columns=[f"{col}_pc{i + 1}" for i in range(k)])
         if not has.all():
             out[f"{col}__missing"] = (~has).astype(float)
             self.info["imputed"][col] = {"rows": int((~has).sum()), "value": "pca mean (0)"}
         self.info["pca"][col] = {
-            "dim": int(matrix.shape[1]),
+            "dim": dim,
             "n_components": k,
+            "fit_rows": int(len(fit_rows)),
             "explained_variance_ratio": [float(x) for x in pca.explained_variance_ratio_],
         }
         return out

@@ -302,9 +302,26 @@ def test_embeddings_reduced_by_seeded_pca_fitted_on_rows_with_vectors():
     assert (data.W.loc[[3, 4], cols[:3]] == 0).all().all()  # the PCA mean
     assert data.W["image_embedding__missing"].sum() == 2
     # Fitted on the rows with vectors only: their components are centred.
-    np.testing.assert_allclose(data.W.loc[data.W["image_embedding__missing"] == 0, cols[:3]].mean(), 0, atol=1e-9)
+    np.testing.assert_allclose(data.W.loc[data.W["image_embedding__missing"] == 0, cols[:3]].mean(), 0, atol=1e-6)
     again = prepare(frame, roles, n_components=3, seed=0)
     pd.testing.assert_frame_equal(data.W, again.W)
+
+
+def test_embedding_pca_fits_on_a_subsample_and_transforms_in_chunks(monkeypatch):
+    import causal.data as module
+
+    rng = np.random.default_rng(4)
+    frame = _frame(90)
+    frame["image_embedding"] = list(rng.standard_normal((90, 2)) @ rng.standard_normal((2, 6)))
+    roles = Roles(treatment="t", outcome="y", confounders=["image_embedding"])
+    full = prepare(frame, roles, n_components=2)
+    monkeypatch.setattr(module, "PCA_FIT_ROWS", 40)
+    monkeypatch.setattr(module, "PCA_CHUNK_ROWS", 25)
+    sub = prepare(frame, roles, n_components=2)
+    assert sub.info["pca"]["image_embedding"]["fit_rows"] == 40
+    # Exactly two latent directions: the subsample finds the same plane, so the components agree up to sign.
+    for col in sub.W.columns:
+        assert abs(np.corrcoef(sub.W[col], full.W[col])[0, 1]) > 0.999
 
 
 def test_embeddings_from_csv_strings_and_ragged_vectors(tmp_path):
