@@ -242,7 +242,10 @@ class SFaceEmbedder:
         if not path.is_file():
             raise FileNotFoundError(f"vision.embedder.model_path: no SFace ONNX file at {path}")
         if str(self.device) not in ("cpu", "auto"):
-            log.info("SFace runs on the CPU through OpenCV's dnn module (device=%s is used by torch models only)", self.device)
+            log.info(
+                "SFace runs on the CPU through OpenCV's dnn module (device=%s is used by torch models only)",
+                self.device,
+            )
         try:
             self.net_ = cv2.dnn.readNetFromONNX(str(path))
         except cv2.error as exc:

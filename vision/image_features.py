@@ -114,9 +114,7 @@ def color_features(image: np.ndarray, long_side: int = 256, border: float = 0.1)
 
     rg = r - g
     yb = 0.5 * (r + g) - b
-    out["img_colorfulness"] = float(
-        np.sqrt(rg.var() + yb.var()) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
-    )
+    out["img_colorfulness"] = float(np.sqrt(rg.var() + yb.var()) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
 
     chromatic = (sat >= CHROMATIC_MIN_SATURATION) & (val >= CHROMATIC_MIN_VALUE)
     n_pixels = chromatic.size
