@@ -270,7 +270,7 @@ def test_ml_mediation_reuses_cached_predictions():
     """Passing the pipeline's out-of-fold predictions gives the same answer as fitting them here."""
     frame, _ = simulate(500, a=0.5, b=0.4, direct=0.3, seed=11)
     w = encode_covariates(frame, CONFOUNDERS)[0].to_numpy()
-    model = learner()
+    model = LinearRegression()  # plumbing check: any learner will do
     preds = {col: cross_fit_predict(model, w, frame[col].to_numpy(), n_folds=3, seed=0) for col in "ytm"}
     fitted = ml_mediation(
         frame, "t", "m", "y", CONFOUNDERS, model_y=model, model_t=model, model_m=model, n_folds=3, n_boot=50, seed=0
