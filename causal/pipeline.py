@@ -94,7 +94,7 @@ class RunContext:
 
     def step_config(self, name: str) -> dict[str, Any]:
         """The step's own config node (``cfg.<name>``) as a plain dict; empty when absent."""
-        return _plain(_node(self.cfg, name)) or {}
+        return to_plain(_node(self.cfg, name)) or {}
 
 
 # ----------------------------------------------------------------------------------------------------------- steps
@@ -106,7 +106,7 @@ def step_screening(ctx: RunContext) -> list[dict[str, Any]]:
     unknown = sorted(set(opts) - {"features", "alpha", "exclude", "max_levels"})
     if unknown:
         raise ValueError(f"config group screening: unknown key(s) {unknown}")
-    data_cfg = _plain(_node(ctx.cfg, "data")) or {}
+    data_cfg = to_plain(_node(ctx.cfg, "data")) or {}
     exclude = list(dict.fromkeys([*(opts.get("exclude") or []), *(data_cfg.get("outcome_derived") or [])]))
     table = screen_features(
         ctx.dataset.frame,
@@ -166,7 +166,7 @@ def step_dml(ctx: RunContext) -> None:
         "seed": ctx.seed,
     }
     ctx.results["naive"] = dml.naive_difference(y, t, ctx.alpha)
-    primary = _plain(_node(ctx.cfg, "estimator")) or {}
+    primary = to_plain(_node(ctx.cfg, "estimator")) or {}
     start = time.perf_counter()
     ctx.effect = dml.estimate(primary, **fit_args)
     ctx.timings[f"estimator_{ctx.effect.name}"] = time.perf_counter() - start
@@ -245,7 +245,7 @@ def build_dataset(cfg: Any) -> tuple[CausalDataset, dict | None]:
     ``roles.mediator`` is only required (and only validated against the table) when the ``mediation`` step runs, so
     a table without the default mediator column works for the other steps.
     """
-    roles_cfg = dict(_plain(_node(cfg, "roles")) or {})
+    roles_cfg = dict(to_plain(_node(cfg, "roles")) or {})
     if "mediation" not in list(_node(cfg, "steps") or []) and roles_cfg.get("mediator") is not None:
         log.info("roles.mediator=%r ignored: the mediation step is not in `steps`", roles_cfg["mediator"])
         roles_cfg["mediator"] = None
@@ -366,7 +366,7 @@ def _node(cfg: Any, key: str) -> Any:
     return getattr(cfg, key, None)
 
 
-def _plain(node: Any) -> Any:
+def to_plain(node: Any) -> Any:
     """OmegaConf node -> plain Python containers (resolving interpolations); plain objects pass through."""
     if node is None:
         return None
@@ -378,7 +378,7 @@ def _plain(node: Any) -> Any:
     except ImportError:  # pragma: no cover - hydra-core is a dependency
         pass
     if isinstance(node, Mapping):
-        return {k: _plain(v) for k, v in node.items()}
+        return {k: to_plain(v) for k, v in node.items()}
     if isinstance(node, (list, tuple)):
-        return [_plain(v) for v in node]
+        return [to_plain(v) for v in node]
     return node

@@ -1,0 +1,177 @@
+"""Nuisance models: seeding, out-of-fold predictions, tuning on a subsample, handing cached predictions to EconML."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from econml.dml import LinearDML
+
+from causal.nuisance import (
+    CachedClassifier,
+    CachedRegressor,
+    CrossFitNuisance,
+    derive_seed,
+    from_config,
+    make_classifier,
+    make_regressor,
+    tune,
+)
+
+SMALL = {"n_estimators": 40, "max_depth": 3, "learning_rate": 0.2}
+
+
+@pytest.fixture(scope="module")
+def confounded():
+    """n = 3000 units, 5 covariates; the treatment depends on x0, x1 and the outcome on x0, x2 and T."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    x = rng.normal(size=(n, 5))
+    e = 1.0 / (1.0 + np.exp(-(0.8 * x[:, 0] - 0.5 * x[:, 1])))
+    t = rng.binomial(1, e)
+    y = x[:, 0] + np.sin(2 * x[:, 2]) + 0.5 * t + rng.normal(scale=0.5, size=n)
+    return x, t, y
+
+
+def test_derive_seed_is_stable_and_distinct():
+    assert derive_seed(0, "crossfit") == derive_seed(0, "crossfit")
+    seeds = {derive_seed(s, name) for s in range(3) for name in ("a", "b", "crossfit")}
+    assert len(seeds) == 9
+    assert all(0 <= s < 2**31 - 1 for s in seeds)
+
+
+def test_factories_use_hist_and_the_seed():
+    clf = make_classifier(SMALL, seed=11, n_jobs=1)
+    reg = make_regressor(SMALL, seed=12, n_jobs=1)
+    assert clf.get_params()["tree_method"] == "hist" and clf.get_params()["random_state"] == 11
+    assert reg.get_params()["tree_method"] == "hist" and reg.get_params()["random_state"] == 12
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"max_dept": 3}, "nuisance.classifier: unknown XGBoost parameter"), ({"random_state": 1}, "set from `seed`")],
+)
+def test_bad_model_parameters_name_the_config_key(params, message):
+    with pytest.raises(ValueError, match=message):
+        make_classifier(params)
+
+
+def test_from_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="config group nuisance: unknown key"):
+        from_config({"folds": 3, "fold": 3}, seed=0)
+    with pytest.raises(ValueError, match="nuisance.grid"):
+        from_config({"grid": {"classifer": {"max_depth": [2]}}}, seed=0)
+
+
+def test_crossfit_predictions_are_out_of_fold(confounded):
+    x, t, _ = confounded
+    # A pure-noise outcome: a model scored on rows it was trained on would show R^2 > 0; out of fold it cannot.
+    noise = np.random.default_rng(3).normal(size=len(t))
+    model = CrossFitNuisance(classifier_params=SMALL, regressor_params={**SMALL, "max_depth": 6}, n_folds=4)
+    model.fit(x, t, noise)
+    tests = np.concatenate([test for _, test in model.folds_])
+    assert np.array_equal(np.sort(tests), np.arange(len(t)))  # the test folds partition the rows
+    for train, test in model.folds_:
+        assert np.intersect1d(train, test).size == 0
+    assert not np.isnan(model.propensity_).any() and not np.isnan(model.outcome_).any()
+    assert model.scores_["outcome_r2"] < 0.01
+    in_sample = make_regressor({**SMALL, "max_depth": 6}).fit(x, noise).predict(x)
+    assert 1 - np.var(noise - in_sample) / np.var(noise) > 0.1  # the same model in-sample does "explain" noise
+
+
+def test_crossfit_learns_the_propensity(confounded):
+    x, t, y = confounded
+    model = CrossFitNuisance(classifier_params=SMALL, regressor_params=SMALL, n_folds=3).fit(x, t, y)
+    true_e = 1.0 / (1.0 + np.exp(-(0.8 * x[:, 0] - 0.5 * x[:, 1])))
+    assert np.corrcoef(model.propensity_, true_e)[0, 1] > 0.9
+    assert model.scores_["propensity_auc"] > 0.65
+    assert model.scores_["outcome_r2"] > 0.5
+
+
+def test_same_seed_same_numbers_other_seed_other_folds(confounded):
+    x, t, y = confounded
+    params = {**SMALL, "subsample": 0.7, "colsample_bytree": 0.8}  # randomised fits: the seed must reach them
+    a = CrossFitNuisance(classifier_params=params, regressor_params=params, n_folds=3, random_state=5).fit(x, t, y)
+    b = CrossFitNuisance(classifier_params=params, regressor_params=params, n_folds=3, random_state=5).fit(x, t, y)
+    c = CrossFitNuisance(classifier_params=params, regressor_params=params, n_folds=3, random_state=6).fit(x, t, y)
+    assert np.array_equal(a.propensity_, b.propensity_) and np.array_equal(a.outcome_, b.outcome_)
+    assert not np.array_equal(a.folds_[0][1], c.folds_[0][1])
+    assert not np.array_equal(a.outcome_, c.outcome_)
+
+
+def test_tune_searches_a_subsample_and_finds_the_needed_depth():
+    rng = np.random.default_rng(1)
+    n = 4000
+    x = rng.normal(size=(n, 3))
+    y = np.where(x[:, 0] * x[:, 1] > 0, 1.0, -1.0) + rng.normal(scale=0.3, size=n)  # needs depth >= 2
+    result = tune(make_regressor({"n_estimators": 60}), {"max_depth": [1, 4]}, x, y, n_folds=3, max_rows=1500)
+    assert result["n_rows"] == 1500
+    assert result["best_params"] == {"max_depth": 4}
+    assert result["n_candidates"] == 2 and len(result["candidates"]) == 2
+    t = (x[:, 0] > 0).astype(int)
+    stratified = tune(make_classifier({"n_estimators": 20}), {"max_depth": [2]}, x, t, max_rows=1000)
+    assert stratified["n_rows"] == 1000 and stratified["scoring"] == "neg_log_loss"
+
+
+def test_tuned_parameters_are_used_for_the_crossfit(confounded):
+    x, t, y = confounded
+    model = CrossFitNuisance(
+        classifier_params={"n_estimators": 30},
+        regressor_params={"n_estimators": 30},
+        classifier_grid={"max_depth": [1, 3]},
+        regressor_grid={"max_depth": [1, 3]},
+        tune=True,
+        n_folds=3,
+        tune_max_rows=1000,
+    ).fit(x, t, y)
+    assert model.regressor_params_["max_depth"] == model.tuning_["regressor"]["best_params"]["max_depth"]
+    assert model.classifier_params_["max_depth"] == model.tuning_["classifier"]["best_params"]["max_depth"]
+    assert model.regressor_params_["n_estimators"] == 30  # fixed settings outside the grid are kept
+    summary = model.summary()
+    assert summary["tuned"] and "candidates" not in summary["tuning"]["regressor"]
+
+
+def test_cached_predictions_reproduce_econml_own_crossfit(confounded):
+    """EconML fitting XGBoost on our folds and EconML reading our cached predictions give the same estimate."""
+    x, t, y = confounded
+    model = CrossFitNuisance(classifier_params=SMALL, regressor_params=SMALL, n_folds=3, random_state=2)
+    model.fit(x, t, y)
+    cached = LinearDML(
+        model_y=CachedRegressor(model.outcome_, y),
+        model_t=CachedClassifier(model.propensity_, t),
+        discrete_treatment=True,
+        cv=1,
+        random_state=0,
+    ).fit(y, t, X=None, W=x)
+    refit = LinearDML(
+        model_y=make_regressor(SMALL),
+        model_t=make_classifier(SMALL),
+        discrete_treatment=True,
+        cv=model.folds_,
+        random_state=0,
+    ).fit(y, t, X=None, W=x)
+    # XGBoost without row/column subsampling is deterministic, so the refit reproduces each fold's model.
+    assert cached.ate() == pytest.approx(refit.ate(), rel=1e-9, abs=1e-12)
+    assert cached.ate_interval() == pytest.approx(refit.ate_interval(), rel=1e-9)
+    assert abs(cached.ate() - 0.5) < 4 * cached.ate_inference().stderr_mean
+
+
+def test_cached_models_refuse_other_rows(confounded):
+    x, t, y = confounded
+    reg = CachedRegressor(np.zeros(len(y)), y)
+    with pytest.raises(ValueError, match="different outcome"):
+        reg.fit(x, y[::-1])
+    with pytest.raises(ValueError, match="cannot predict"):
+        reg.fit(x, y).predict(x[:10])
+    clf = CachedClassifier(np.full(len(t), 0.5), t)
+    with pytest.raises(ValueError, match="different treatment"):
+        clf.fit(x, 1 - t)
+    proba = clf.fit(x, t).predict_proba(x)
+    assert proba.shape == (len(t), 2) and np.allclose(proba.sum(axis=1), 1.0)
+
+
+def test_crossfit_rejects_bad_input(confounded):
+    x, t, y = confounded
+    with pytest.raises(ValueError, match="binary"):
+        CrossFitNuisance(n_folds=2).fit(x, t * 2, y)
+    with pytest.raises(ValueError, match="nuisance.folds=5"):
+        CrossFitNuisance(n_folds=5).fit(x[:6], np.array([0, 1, 1, 1, 1, 1]), y[:6])

@@ -1,0 +1,206 @@
+"""The configured pipeline: Hydra composition, results contract, reproducibility, any table, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from causal import pipeline
+from causal.pipeline import run
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = str(REPO / "conf")
+# Shrunk settings: 1000 artworks, small fixed nuisances, a small forest. Same code path as a full run.
+SHRINK = [
+    "data.n_titles=100",
+    "nuisance=xgboost",
+    "nuisance.folds=3",
+    "nuisance.classifier.n_estimators=60",
+    "nuisance.regressor.n_estimators=60",
+    "estimator.n_estimators=40",
+]
+CONTRACT = ["n_units", "n_used", "treatment", "outcome", "naive", "ate", "cate_by_group", "screening", "overlap"]
+
+
+def _compose(overrides=(), hydra_cfg=False):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra_cfg)
+
+
+def test_default_config_composes():
+    cfg = _compose(hydra_cfg=True)
+    assert cfg.data.name == "simulated" and cfg.estimator.name == "causal_forest"
+    assert cfg.nuisance.name == "xgboost_grid" and cfg.nuisance.tune and cfg.nuisance.tune_max_rows > 0
+    assert list(cfg.steps) == ["screening", "overlap", "dml"]
+    assert cfg.roles.treatment == "face_present" and list(cfg.roles.modifiers) == ["genre", "country"]
+    hydra_cfg = OmegaConf.to_container(cfg.hydra, resolve=False)
+    assert hydra_cfg["run"]["dir"].startswith("outputs/") and hydra_cfg["sweep"]["subdir"] == "${hydra.job.num}"
+    assert hydra_cfg["sweep"]["dir"].startswith("multirun/")
+    assert cfg.estimator.n_jobs == cfg.n_jobs == cfg.nuisance.n_jobs
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_composes(experiment):
+    cfg = _compose([f"experiment={experiment}"])
+    assert cfg.roles.treatment and cfg.roles.outcome and cfg.steps
+    assert set(cfg.steps) <= set(pipeline.STEPS)
+
+
+@pytest.mark.parametrize("group", ["estimator=linear_dml", "estimator=causal_forest", "nuisance=xgboost"])
+def test_group_options_compose(group):
+    cfg = _compose([group])
+    assert cfg.estimator.name in ("linear_dml", "causal_forest")
+
+
+def test_overrides_reach_the_config():
+    cfg = _compose(["experiment=face_presence", "estimator=linear_dml", "seed=3", "roles.groups=[genre]"])
+    assert cfg.estimator.name == "linear_dml" and cfg.seed == 3
+    assert list(cfg.roles.modifiers) == ["genre"]  # modifiers follow groups unless set
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = _compose([*SHRINK, "overlap.rule=crump", "dml.compare=[{name: linear_dml}]"])
+    return run(cfg, out), out
+
+
+@pytest.mark.slow
+def test_run_writes_the_results_contract(small_run):
+    results, out = small_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == results
+    assert list(on_disk)[: len(CONTRACT)] == CONTRACT  # contract keys first, in contract order
+    assert on_disk["n_units"] == 1000 and on_disk["n_used"] == 1000 - on_disk["overlap"]["trimmed"]
+    assert on_disk["treatment"] == "face_present" and on_disk["outcome"] == "take_rate"
+    assert set(on_disk["naive"]) >= {"difference_in_means", "ci_low", "ci_high"}
+    assert set(on_disk["ate"]) >= {"method", "estimate", "stderr", "ci_low", "ci_high"}
+    for col in ("genre", "country"):
+        for row in on_disk["cate_by_group"][col]:
+            assert set(row) >= {"level", "n", "estimate", "ci_low", "ci_high"}
+    assert {"feature", "estimate", "p_value", "p_adjusted"} <= set(on_disk["screening"][0])
+    assert {"trimmed", "rule", "smd_raw", "smd_weighted"} <= set(on_disk["overlap"])
+    assert on_disk["overlap"]["rule"] == "crump"
+    assert set(on_disk["estimates"]) == {"causal_forest", "linear_dml"}
+    assert on_disk["nuisance"]["folds"] == 3 and not on_disk["nuisance"]["tuned"]
+
+
+@pytest.mark.slow
+def test_run_writes_truth_plots_and_timings(small_run):
+    results, out = small_run
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth == results["truth"] and "ate" in truth and "cate_by_group" in truth
+    if results["overlap"]["trimmed"]:
+        assert "ate_used" in truth  # the estimand after trimming: the ATE over the units kept
+    for name in results["plots"].values():
+        assert (out / name).stat().st_size > 1000
+    assert json.loads((out / "timings.json").read_text())["total"] > 0
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_results_json(tmp_path):
+    cfg = _compose([*SHRINK, "+nuisance.classifier.subsample=0.8", "+nuisance.regressor.colsample_bytree=0.8"])
+    run(cfg, tmp_path / "a")
+    run(cfg, tmp_path / "b")
+    first = (tmp_path / "a" / "results.json").read_bytes()
+    assert first == (tmp_path / "b" / "results.json").read_bytes()
+    run(_compose([*SHRINK, "seed=1"]), tmp_path / "c")
+    assert first != (tmp_path / "c" / "results.json").read_bytes()
+
+
+def _generic_table(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    n = 800
+    g = rng.choice(["north", "south", "east"], size=n)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    c = rng.choice(["x", "y"], size=n)
+    t = rng.binomial(1, 1 / (1 + np.exp(-a)))
+    y = a + 0.5 * b + (1.0 + (g == "south")) * t + rng.normal(size=n)
+    pd.DataFrame({"id": np.arange(n), "t": t, "y": y, "a": a, "b": b, "c": c, "g": g}).to_csv(path, index=False)
+    return path
+
+
+def test_any_table_runs_with_roles_from_overrides(tmp_path):
+    table = _generic_table(tmp_path / "my.csv")
+    cfg = _compose(
+        [
+            *SHRINK[1:],
+            "data=table",
+            f"data.path={table}",
+            "roles.treatment=t",
+            "roles.outcome=y",
+            "roles.confounders=[a,b,c]",
+            "roles.groups=[g]",
+        ]
+    )
+    results = run(cfg, tmp_path / "out")
+    assert results["treatment"] == "t" and results["n_units"] == 800 and "truth" not in results
+    assert [r["level"] for r in results["cate_by_group"]["g"]] == ["east", "north", "south"]
+    assert not (tmp_path / "out" / "truth.json").exists()
+
+
+def test_unknown_step_and_missing_step_module_are_named(tmp_path):
+    with pytest.raises(ValueError, match="config key steps: unknown step"):
+        run(_compose([*SHRINK, "steps=[screening,dml,explain]"]), tmp_path)
+    step = pipeline._external("causal.no_such_module:run_step")
+    with pytest.raises(ValueError, match="causal.no_such_module"):
+        step(None)
+
+
+def test_registered_step_reads_the_shared_nuisances(tmp_path, monkeypatch):
+    seen = {}
+
+    def probe(ctx):
+        seen["e"] = ctx.nuisance.propensity_
+        seen["folds"] = len(ctx.nuisance.folds_)
+        return {"mean_propensity": float(seen["e"].mean())}
+
+    monkeypatch.setitem(pipeline.STEPS, "probe", probe)
+    results = run(_compose([*SHRINK, "steps=[overlap,probe]"]), tmp_path)
+    assert seen["folds"] == 3 and results["probe"]["mean_propensity"] == pytest.approx(seen["e"].mean())
+    assert "ate" not in results  # the dml step did not run
+
+
+@pytest.mark.slow
+def test_cli_writes_results_and_prints_a_summary(tmp_path):
+    out = tmp_path / "cli"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "run_experiment.py"),
+            *SHRINK[:-1],
+            "estimator=linear_dml",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "results.json").exists() and (out / ".hydra" / "config.yaml").exists()
+    assert "ATE (doubly robust)" in proc.stdout and "naive difference" in proc.stdout
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "run_experiment.py"),
+            "data=table",
+            "data.path=/nonexistent.csv",
+            f"hydra.run.dir={tmp_path / 'bad'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+    assert bad.returncode != 0 and "/nonexistent.csv" in bad.stderr
