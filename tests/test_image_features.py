@@ -217,3 +217,4 @@ def test_hydra_config_switches_and_instantiates():
     assert cfg.color is True and cfg.latent is True
     built = instantiate(cfg.encoder, device="cpu")
     assert isinstance(built, EfficientNetLite0Encoder) and built.crop is False
+    assert cfg.encoder.batch_size is None and built.batch_size_ == 4  # the CPU default
