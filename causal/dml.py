@@ -517,7 +517,8 @@ def estimate(
             method="CausalForestDML.ate_ (doubly robust, out-of-bag)",
         )
     else:
-        tau = np.asarray(est.effect(x_arr), dtype=np.float64).ravel()
+        # Without X the CATE is one coefficient; EconML returns it once, every unit gets it.
+        tau = np.broadcast_to(np.asarray(est.effect(x_arr), dtype=np.float64).ravel(), (len(y),)).copy()
         inf = est.ate_inference(X=x_arr) if x_arr is not None else est.const_marginal_effect_inference()
         lo, hi = (
             np.ravel(v)[0] for v in (inf.conf_int_mean(alpha=alpha) if x_arr is not None else inf.conf_int(alpha=alpha))

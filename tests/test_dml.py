@@ -274,3 +274,20 @@ def test_ate_ci_coverage_over_50_seeds():
         ).results["ate"]
         covered.append(ate["ci_low"] <= truth["ate"] <= ate["ci_high"])
     assert np.mean(covered) >= 0.9, f"coverage {np.mean(covered):.2f}"
+
+
+def test_linear_dml_without_modifiers_reports_a_constant_cate():
+    x, g, e, t, tau, y, m = _synthetic(n=3000, seed=8)
+    fit = dml.estimate(
+        {"name": "linear_dml"},
+        y=y,
+        t=t,
+        X=pd.DataFrame(index=range(len(y))),
+        W=pd.DataFrame({"x": x}),
+        propensity=e,
+        outcome=m,
+    )
+    assert np.ptp(fit.tau) == 0.0  # one coefficient: the variance-weighted effect for every unit
+    assert fit.results["ate_econml"]["estimate"] == pytest.approx(fit.results["ate_partially_linear"]["estimate"])
+    assert abs(fit.results["ate"]["estimate"] - tau.mean()) < 4 * fit.results["ate"]["stderr"]
+    assert fit.results["cate_by_group"] == {} and fit.results["heterogeneity"]["blp"]["beta_het"] is None

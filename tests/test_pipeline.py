@@ -204,3 +204,24 @@ def test_cli_writes_results_and_prints_a_summary(tmp_path):
         check=False,
     )
     assert bad.returncode != 0 and "/nonexistent.csv" in bad.stderr
+
+
+def test_results_json_is_strict_and_ordered(tmp_path):
+    from causal.report import order_results, to_jsonable, write_results
+
+    results = {
+        "extra": 1,
+        "ate": {"estimate": np.float64(0.5), "stderr": np.nan},
+        "n_units": np.int64(3),
+        "screening": pd.DataFrame({"feature": ["a"], "p_value": [np.float32(0.25)]}),
+    }
+    path = write_results(results, tmp_path)
+    text = path.read_text()
+    assert "NaN" not in text
+    loaded = json.loads(text)
+    assert list(loaded) == ["n_units", "ate", "screening", "extra"]
+    assert loaded["ate"] == {"estimate": 0.5, "stderr": None}
+    assert loaded["screening"] == [{"feature": "a", "p_value": 0.25}]
+    assert list(order_results({"truth": 1, "n_used": 2})) == ["n_used", "truth"]
+    with pytest.raises(TypeError, match="cannot write object"):
+        to_jsonable(object())
