@@ -371,9 +371,18 @@ def _paths(t: np.ndarray, m: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[
     gram = x2.T @ x2
     rhs = x2.T @ np.column_stack([m, y])
     k = x2.shape[1] - 1  # x1 = x2 without the mediator column: a nested Gram matrix
-    coef_1 = np.linalg.solve(gram[:k, :k], rhs[:k])  # columns: M ~ x1 (path a), Y ~ x1 (total c)
-    coef_2 = np.linalg.solve(gram, rhs[:, 1])  # Y ~ x2 (direct c', path b)
+    coef_1 = _solve(gram[:k, :k], rhs[:k])  # columns: M ~ x1 (path a), Y ~ x1 (total c)
+    coef_2 = _solve(gram, rhs[:, 1])  # Y ~ x2 (direct c', path b)
     return float(coef_1[1, 0]), float(coef_2[-1]), float(coef_2[1]), float(coef_1[1, 1])
+
+
+def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Normal equations; a resample can lose every unit of a dummy level, then the minimum-norm solution (the
+    empty column gets 0 and the treatment and mediator coefficients stay identified)."""
+    try:
+        return np.linalg.solve(gram, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(gram, rhs, rcond=None)[0]
 
 
 def linear_mediation(
@@ -736,3 +745,103 @@ MEDIATION_METHODS: dict[str, Callable[..., dict[str, Any]]] = {
     "linear": linear_mediation,
     "ml": ml_mediation,
 }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pipeline step
+# --------------------------------------------------------------------------------------------------------------
+
+_STEP_KEYS = {"methods", "primary", "alpha", "n_boot", "cluster", "cov_type", "ml"}
+_ML_KEYS = {"n_folds", "interaction", "control_value", "treat_value", "reuse_nuisance"}
+CONTRACT_KEYS = ("treatment", "mediator", "total", "direct", "indirect", "proportion_mediated", "verdict")
+
+
+def run_step(ctx: Any) -> dict[str, Any]:
+    """Pipeline step ``mediation``: ``roles.treatment`` -> ``roles.mediator`` -> ``roles.outcome``.
+
+    Reads the ``mediation`` config node (conf/mediation/default.yaml): ``methods`` (any of ``baron_kenny``,
+    ``linear``, ``ml``), ``primary`` (the method whose estimates fill the results-contract keys), ``n_boot``,
+    ``alpha`` (default: the run's), ``cluster`` (a column whose rows are resampled together, e.g. ``title_id``),
+    ``cov_type`` (Baron & Kenny standard errors; default ``cluster`` with a cluster column, else ``nonrobust``),
+    and ``ml`` (``n_folds``, ``interaction``, ``control_value``, ``treat_value``, ``reuse_nuisance``).
+
+    The confounders are the dataset's encoded W (dummies, embedding components, missing indicators), restricted to
+    the units kept by the overlap step. The ML nuisances are XGBoost regressors with the ``nuisance.regressor``
+    parameters; for a binary treatment with ``reuse_nuisance`` the pipeline's cached E[T|x] and E[Y|x] are used.
+
+    Returns
+    -------
+    dict
+        The contract keys from the primary method, plus ``method``, ``outcome``, ``n`` and ``methods`` (every
+        method's full output).
+    """
+    from causal.nuisance import derive_seed, make_regressor
+
+    opts = ctx.step_config("mediation")
+    unknown = sorted(set(opts) - _STEP_KEYS)
+    if unknown:
+        raise ValueError(f"config group mediation: unknown key(s) {unknown}; allowed {sorted(_STEP_KEYS)}")
+    ml_opts = dict(opts.get("ml") or {})
+    unknown = sorted(set(ml_opts) - _ML_KEYS)
+    if unknown:
+        raise ValueError(f"config key mediation.ml: unknown key(s) {unknown}; allowed {sorted(_ML_KEYS)}")
+    methods = list(opts.get("methods") or MEDIATION_METHODS)
+    bad = sorted(set(methods) - set(MEDIATION_METHODS))
+    if bad:
+        raise ValueError(
+            f"config key mediation.methods: unknown method(s) {bad}; choose from {list(MEDIATION_METHODS)}"
+        )
+    primary = opts.get("primary") or ("linear" if "linear" in methods else methods[-1])
+    if primary not in methods:
+        raise ValueError(f"config key mediation.primary={primary!r} is not among mediation.methods {methods}")
+
+    ds, keep = ctx.dataset, np.asarray(ctx.keep, dtype=bool)
+    roles = ds.roles
+    if roles.mediator is None or ds.m is None:
+        raise ValueError("config key roles.mediator: the mediation step needs a mediator column")
+    frame = ds.W.loc[keep].reset_index(drop=True)
+    frame = frame.assign(**{roles.treatment: ds.t[keep], roles.mediator: ds.m[keep], roles.outcome: ds.y[keep]})
+    confounders = list(ds.W.columns)
+    cluster = opts.get("cluster")
+    groups = None
+    if cluster:
+        if cluster not in ds.frame.columns:
+            raise ValueError(f"config key mediation.cluster: column {cluster!r} not in {ds.source}")
+        groups = ds.frame.loc[keep, cluster].to_numpy()
+    alpha = float(opts.get("alpha") or ctx.alpha)
+    n_boot = int(opts.get("n_boot", 1000))
+    seed = derive_seed(ctx.seed, "mediation")
+    args = (frame, roles.treatment, roles.mediator, roles.outcome, confounders)
+
+    results: dict[str, dict[str, Any]] = {}
+    if "baron_kenny" in methods:
+        cov_type = opts.get("cov_type") or ("cluster" if groups is not None else "nonrobust")
+        results["baron_kenny"] = baron_kenny(*args, alpha=alpha, cov_type=cov_type, groups=groups)
+    if "linear" in methods:
+        results["linear"] = linear_mediation(*args, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups)
+    if "ml" in methods:
+        nuisance_cfg = ctx.step_config("nuisance")
+        learner = make_regressor(nuisance_cfg.get("regressor"), seed=seed, n_jobs=int(nuisance_cfg.get("n_jobs", 1)))
+        cached: dict[str, np.ndarray] = {}
+        binary = set(np.unique(ds.t).tolist()) <= {0.0, 1.0}
+        if binary and ml_opts.get("reuse_nuisance", True):
+            cached = {"treatment_pred": ctx.nuisance.propensity_[keep], "outcome_pred": ctx.nuisance.outcome_[keep]}
+        results["ml"] = ml_mediation(
+            *args,
+            model_y=learner,
+            model_t=learner,
+            model_m=learner,
+            **cached,
+            interaction=bool(ml_opts.get("interaction", False)),
+            control_value=ml_opts.get("control_value"),
+            treat_value=ml_opts.get("treat_value"),
+            n_folds=int(ml_opts.get("n_folds") or nuisance_cfg.get("folds", 5)),
+            n_boot=n_boot,
+            seed=seed,
+            alpha=alpha,
+            groups=groups,
+        )
+    chosen = results[primary]
+    out = {key: chosen[key] for key in CONTRACT_KEYS}
+    out.update(method=chosen["method"], outcome=roles.outcome, n=int(keep.sum()), alpha=alpha, methods=results)
+    return out

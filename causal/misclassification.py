@@ -213,7 +213,8 @@ def cross_fit_nuisances(
     n_folds: int = 5,
     seed: int = 0,
     groups: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    fit_propensity: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Out-of-fold e(W) = P(T*=1|W), mu1*(W) = E[Y|T*=1,W] and mu0*(W) = E[Y|T*=0,W] (one model per arm).
 
     Parameters
@@ -228,18 +229,22 @@ def cross_fit_nuisances(
     seed : int
     groups : array of shape (n_units,), optional
         Cluster labels kept within one fold.
+    fit_propensity : bool
+        False when the caller already has e(W) (the pipeline's cross-fitted propensity); ``e`` is then None.
 
     Returns
     -------
-    (e, mu1, mu0) : three arrays of shape (n_units,)
+    (e, mu1, mu0) : arrays of shape (n_units,) (``e`` None when not fitted)
     """
     clf = propensity_model if propensity_model is not None else HistGradientBoostingClassifier(random_state=seed)
     reg = outcome_model if outcome_model is not None else HistGradientBoostingRegressor(random_state=seed)
     n = len(y)
     splitter = GroupKFold(n_folds) if groups is not None else StratifiedKFold(n_folds, shuffle=True, random_state=seed)
-    e, mu1, mu0 = np.empty(n), np.empty(n), np.empty(n)
+    e = np.empty(n) if fit_propensity else None
+    mu1, mu0 = np.empty(n), np.empty(n)
     for train, test in splitter.split(w, t_obs, groups=groups):
-        e[test] = clone(clf).fit(w[train], t_obs[train]).predict_proba(w[test])[:, 1]
+        if e is not None:
+            e[test] = clone(clf).fit(w[train], t_obs[train]).predict_proba(w[test])[:, 1]
         for arm, out in ((1.0, mu1), (0.0, mu0)):
             rows = train[t_obs[train] == arm]
             if len(rows) == 0:
@@ -357,16 +362,26 @@ def misclassification_corrected_ate(
         raise ValueError(f"n_draws must be at least 100 for a percentile interval, got {n_draws}")
     groups = None if groups is None else np.asarray(groups)
 
-    given = [propensity, outcome_treated, outcome_control]
-    if all(g is not None for g in given):
-        e, mu1, mu0 = (np.asarray(g, dtype=float).ravel() for g in given)
-        if any(a.shape != (n,) or not np.isfinite(a).all() for a in (e, mu1, mu0)):
-            raise ValueError(f"propensity and outcome predictions must be {n} finite values each")
-    elif any(g is not None for g in given) and w is None:
-        raise ValueError("give all three nuisance predictions, or the covariates w to fit the missing ones")
+    def checked(a: Any, name: str) -> np.ndarray:
+        a = np.asarray(a, dtype=float).ravel()
+        if a.shape != (n,) or not np.isfinite(a).all():
+            raise ValueError(f"{name} must be {n} finite values, got shape {a.shape}")
+        return a
+
+    have_outcomes = outcome_treated is not None and outcome_control is not None
+    if have_outcomes and propensity is not None:
+        e, mu1, mu0 = (
+            checked(a, k)
+            for a, k in (
+                (propensity, "propensity"),
+                (outcome_treated, "outcome_treated"),
+                (outcome_control, "outcome_control"),
+            )
+        )
     elif w is None or np.asarray(w).shape[1:] == (0,):
-        p = t_obs.mean()
-        e = np.full(n, p)
+        if propensity is not None or outcome_treated is not None or outcome_control is not None:
+            raise ValueError("give all three nuisance predictions, or the covariates w to fit the missing ones")
+        e = np.full(n, t_obs.mean())
         mu1, mu0 = np.full(n, y[t_obs == 1].mean()), np.full(n, y[t_obs == 0].mean())
     else:
         w = np.asarray(w, dtype=float)
@@ -381,9 +396,12 @@ def misclassification_corrected_ate(
             n_folds=n_folds,
             seed=seed,
             groups=groups,
+            fit_propensity=propensity is None,
         )
         if propensity is not None:
-            e = np.asarray(propensity, dtype=float).ravel()
+            e = checked(propensity, "propensity")
+        if have_outcomes:
+            mu1, mu0 = checked(outcome_treated, "outcome_treated"), checked(outcome_control, "outcome_control")
     e = np.clip(e, clip, 1 - clip)
     delta = mu1 - mu0
     phi = delta + t_obs * (y - mu1) / e - (1 - t_obs) * (y - mu0) / (1 - e)
@@ -446,4 +464,61 @@ def misclassification_corrected_ate(
         f"{theta:.4g} [{low:.4g}, {high:.4g}] (interval includes the uncertainty of the rates: {rate_text})."
     )
     log.info("misclassification-corrected ATE %.4g [%.4g, %.4g] (uncorrected %.4g)", theta, low, high, naive)
+    return out
+
+
+_STEP_KEYS = {
+    "metrics_file",
+    "level",
+    "sensitivity",
+    "specificity",
+    "n_positive",
+    "n_negative",
+    "n_draws",
+    "clip",
+    "cluster",
+}
+
+
+def run_step(ctx: Any) -> dict[str, Any]:
+    """Pipeline step: the results contract's ``misclassification`` block for a binary detected treatment.
+
+    Config: the ``sensitivity.misclassification`` node (or a top-level ``misclassification`` node): the rates from
+    ``metrics_file`` (``vision.evaluate``'s ``metrics.json``, key ``level``) or plain ``sensitivity`` /
+    ``specificity`` (with optional ``n_positive`` / ``n_negative``), ``n_draws``, ``clip`` and ``cluster`` (a column
+    for cluster-robust errors, e.g. ``title_id``). The observed propensity is the pipeline's cached cross-fitted
+    ``e_hat``; the per-arm outcome models are XGBoost regressors with the run's ``nuisance.regressor`` parameters.
+    """
+    from causal.nuisance import derive_seed, make_regressor
+
+    cfg = ctx.step_config("misclassification") or ctx.step_config("sensitivity").get("misclassification") or {}
+    unknown = sorted(set(cfg) - _STEP_KEYS - {"enabled"})
+    if unknown:
+        raise ValueError(f"config key sensitivity.misclassification: unknown key(s) {unknown}")
+    rates = DetectorRates.from_config(cfg)
+    ds, keep = ctx.dataset, np.asarray(ctx.keep, dtype=bool)
+    groups = None
+    if cfg.get("cluster"):
+        if cfg["cluster"] not in ds.frame.columns:
+            raise ValueError(f"config key sensitivity.misclassification.cluster: no column {cfg['cluster']!r}")
+        groups = ds.frame.loc[keep, cfg["cluster"]].to_numpy()
+    nuisance_cfg = ctx.step_config("nuisance")
+    nuis = ctx.nuisance
+    seed = derive_seed(ctx.seed, "misclassification")
+    params = getattr(nuis, "regressor_params_", None) or nuisance_cfg.get("regressor")
+    learner = make_regressor(params, seed=seed, n_jobs=int(nuisance_cfg.get("n_jobs", 1)))
+    out = misclassification_corrected_ate(
+        ds.y[keep],
+        ds.t[keep],
+        ctx.features.loc[keep].to_numpy(dtype=float),
+        rates=rates,
+        propensity=nuis.propensity_[keep],
+        outcome_model=learner,
+        n_folds=int(nuisance_cfg.get("folds", 5)),
+        n_draws=int(cfg.get("n_draws", 2000)),
+        clip=float(cfg.get("clip", 0.01)),
+        alpha=ctx.alpha,
+        seed=seed,
+        groups=groups,
+    )
     return out

@@ -276,6 +276,7 @@ def ovb_robustness(
     q: float = 1.0,
     alpha: float = 0.05,
     reduce: bool = True,
+    covariate_groups: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Omitted-variable-bias sensitivity of the linear outcome model (Cinelli & Hazlett, 2020).
 
@@ -303,6 +304,9 @@ def ovb_robustness(
         Significance level of RV_{q,alpha} and of the intervals.
     reduce : bool
         Whether the confounder is assumed to pull the estimate toward zero (the usual worry).
+    covariate_groups : mapping of str to sequence of str, optional
+        Named groups of (already numeric) covariate columns that a benchmark name may refer to, e.g.
+        ``{"genre": ["genre=action", "genre=comedy", ...]}`` when the caller passes a pre-encoded design.
 
     Returns
     -------
@@ -322,10 +326,15 @@ def ovb_robustness(
             raise ValueError(f"{role} column {name!r} not in the table")
         if name in covariates:
             raise ValueError(f"{role} column {name!r} is also listed as a covariate")
-    missing = [b for b in benchmark_covariates if b not in covariates]
+    encoded, groups = encode_covariates(frame, covariates, what="covariates")
+    for name, cols in (covariate_groups or {}).items():
+        absent = [c for c in cols if c not in encoded.columns]
+        if absent or not cols:
+            raise ValueError(f"covariate group {name!r}: column(s) {absent or cols} are not among the covariates")
+        groups[name] = list(cols)
+    missing = [b for b in benchmark_covariates if b not in groups]
     if missing:
         raise ValueError(f"benchmark covariate(s) {missing} must also be among the covariates {list(covariates)}")
-    encoded, groups = encode_covariates(frame, covariates, what="covariates")
     d = pd.to_numeric(frame[treatment], errors="raise").to_numpy(dtype=float)
     y = pd.to_numeric(frame[outcome], errors="raise").to_numpy(dtype=float)
     if not (np.isfinite(d).all() and np.isfinite(y).all()):
@@ -810,3 +819,186 @@ def refute(
         log.info("refutation %s: %s", kind, "passed" if row["passed"] else "FAILED")
         results.append(row)
     return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pipeline step
+# --------------------------------------------------------------------------------------------------------------
+
+_STEP_KEYS = {"analyses", "alpha", "ovb", "dml", "refutations", "misclassification", "cluster"}
+_OVB_KEYS = {"benchmark_covariates", "kd", "ky", "q", "plot"}
+_DML_KEYS = {"c_y", "c_t", "rho", "null_hypothesis"}
+_REFUTE_KEYS = {"kinds", "n_sims", "subset_fraction", "tolerance_se", "seed"}
+ANALYSES = ("e_value", "ovb", "dml", "refutations", "misclassification")
+
+
+def _encoded_groups(columns: Sequence[str], raw: Sequence[str]) -> dict[str, list[str]]:
+    """Encoded W columns of each raw confounder: ``c``, ``c=level``, ``c_pcK`` and ``c__missing`` (causal.data)."""
+    import re
+
+    groups = {}
+    for name in raw:
+        pattern = re.compile(rf"{re.escape(name)}(=.*|_pc\d+|__missing)?")
+        groups[name] = [c for c in columns if pattern.fullmatch(c)]
+    return {k: v for k, v in groups.items() if v}
+
+
+def _check_keys(opts: Mapping[str, Any], allowed: set[str], key: str) -> dict[str, Any]:
+    opts = dict(opts or {})
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise ValueError(f"config key {key}: unknown key(s) {unknown}; allowed {sorted(allowed)}")
+    return opts
+
+
+def _refit_partially_linear(ctx: Any, treatment: str, outcome: str, w_columns: list[str], seed: int) -> FitFn:
+    """fit_fn for :func:`refute`: re-cross-fit the run's nuisance models and re-estimate the partially linear
+    effect on the altered table (the pipeline refitted end to end, without re-tuning)."""
+    from causal import dml
+    from causal.mediation import cross_fit_predict
+    from causal.nuisance import derive_seed, make_classifier, make_regressor
+
+    nuisance_cfg = ctx.step_config("nuisance")
+    binary = set(np.unique(ctx.dataset.t).tolist()) <= {0.0, 1.0}
+    fitted = ctx.nuisance if binary else None  # the run's (possibly tuned) parameters, cached by the dml step
+    clf_params = getattr(fitted, "classifier_params_", None) or nuisance_cfg.get("classifier")
+    reg_params = getattr(fitted, "regressor_params_", None) or nuisance_cfg.get("regressor")
+    n_jobs, n_folds = int(nuisance_cfg.get("n_jobs", 1)), int(nuisance_cfg.get("folds", 5))
+    counter = iter(range(10**9))
+
+    def fit(frame: pd.DataFrame, extra: Sequence[str] = ()) -> dict[str, float]:
+        k = next(counter)
+        w = frame[[*w_columns, *extra]].to_numpy(dtype=float)
+        t, y = frame[treatment].to_numpy(dtype=float), frame[outcome].to_numpy(dtype=float)
+        binary = set(np.unique(t).tolist()) <= {0.0, 1.0}
+        s = derive_seed(seed, f"refute_{k}")
+        t_model = (
+            _ProbaRegressor(make_classifier(clf_params, seed=s, n_jobs=n_jobs))
+            if binary
+            else make_regressor(reg_params, seed=s, n_jobs=n_jobs)
+        )
+        e = cross_fit_predict(t_model, w, t, n_folds=n_folds, seed=s)
+        m = cross_fit_predict(make_regressor(reg_params, seed=s, n_jobs=n_jobs), w, y, n_folds=n_folds, seed=s)
+        return dml.partially_linear(y, t, e, m, alpha=ctx.alpha)
+
+    return fit
+
+
+class _ProbaRegressor:
+    """A classifier seen as a regressor of P(T=1 | x), so cross_fit_predict can fit a propensity."""
+
+    def __init__(self, classifier: Any):
+        self.classifier = classifier
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"classifier": self.classifier}
+
+    def set_params(self, **params: Any) -> _ProbaRegressor:
+        self.classifier = params.get("classifier", self.classifier)
+        return self
+
+    def fit(self, x: np.ndarray, t: np.ndarray) -> _ProbaRegressor:
+        from sklearn.base import clone
+
+        self.fitted_ = clone(self.classifier).fit(x, t.astype(int))
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.fitted_.predict_proba(x)[:, 1]
+
+
+def run_step(ctx: Any) -> dict[str, Any]:
+    """Pipeline step ``sensitivity`` (after ``dml``): the results contract's ``sensitivity`` block.
+
+    Reads the ``sensitivity`` config node (conf/sensitivity/default.yaml): ``analyses`` (any of ``e_value``,
+    ``ovb``, ``dml``, ``refutations``, ``misclassification``), ``alpha``, and one node per analysis. The E-value and
+    the DML bounds use the ``dml`` step's ATE and fitted estimator; OVB fits the linear outcome model on the kept
+    units with the encoded confounders; refutations re-cross-fit the run's nuisance models (partially linear
+    effect). ``misclassification`` is written to the top-level ``misclassification`` key
+    (:func:`causal.misclassification.run_step`).
+    """
+    opts = _check_keys(ctx.step_config("sensitivity"), _STEP_KEYS, "sensitivity")
+    analyses = list(opts.get("analyses") or ANALYSES[:4])
+    bad = sorted(set(analyses) - set(ANALYSES))
+    if bad:
+        raise ValueError(f"config key sensitivity.analyses: unknown analysis {bad}; choose from {list(ANALYSES)}")
+    alpha = float(opts.get("alpha") or ctx.alpha)
+    ds, keep = ctx.dataset, np.asarray(ctx.keep, dtype=bool)
+    treatment, outcome = ds.roles.treatment, ds.roles.outcome
+    frame = ds.W.loc[keep].reset_index(drop=True)
+    frame = frame.assign(**{treatment: ds.t[keep], outcome: ds.y[keep]})
+    w_columns = list(ds.W.columns)
+    out: dict[str, Any] = {}
+    ate = ctx.results.get("ate")
+
+    if "e_value" in analyses:
+        if ate is None:
+            raise ValueError("config key sensitivity.analyses: e_value needs the dml step's ATE; put dml before it")
+        detail = e_value_for_effect(ate["estimate"], ate.get("stderr"), float(np.std(ds.y[keep], ddof=1)), alpha=alpha)
+        out.update(e_value=detail["e_value"], e_value_ci=detail["e_value_ci"], e_value_detail=detail)
+
+    if "ovb" in analyses:
+        ovb_opts = _check_keys(opts.get("ovb"), _OVB_KEYS, "sensitivity.ovb")
+        groups = _encoded_groups(w_columns, ds.roles.confounders)
+        benchmarks = list(ovb_opts.get("benchmark_covariates") or [])
+        absent = [b for b in benchmarks if b not in groups]
+        if absent:
+            raise ValueError(
+                f"config key sensitivity.ovb.benchmark_covariates: {absent} are not confounders "
+                f"(roles.confounders: {ds.roles.confounders})"
+            )
+        linear = ovb_robustness(
+            frame,
+            treatment,
+            outcome,
+            w_columns,
+            benchmark_covariates=benchmarks,
+            kd=ovb_opts.get("kd", (1, 2, 3)),
+            ky=ovb_opts.get("ky"),
+            q=float(ovb_opts.get("q", 1.0)),
+            alpha=alpha,
+            covariate_groups={b: groups[b] for b in benchmarks},
+        )
+        out["linear"] = linear
+        if ovb_opts.get("plot", True):
+            png = ovb_contour_plot(linear, ctx.out_dir / "ovb_contour.png")
+            ctx.results.setdefault("plots", {})["ovb_contour"] = png.name
+
+    if "dml" in analyses:
+        dml_opts = _check_keys(opts.get("dml"), _DML_KEYS, "sensitivity.dml")
+        params = {k: float(dml_opts[k]) for k in ("c_y", "c_t", "rho", "null_hypothesis") if k in dml_opts}
+        estimator = getattr(ctx.effect, "estimator", None)
+        try:
+            out["dml"] = dml_sensitivity(estimator, alpha=alpha, **params) | {"source": "econml estimator"}
+        except (TypeError, AttributeError, ValueError) as err:
+            # EconML refuses some fits (e.g. effect modifiers in a forest): fall back to the cached residuals of
+            # the partially linear model, which is what LinearDML without X stores.
+            log.info("EconML sensitivity unavailable (%s); using the cached nuisance residuals", err)
+            nuis = ctx.nuisance
+            out["dml"] = dml_sensitivity_from_residuals(
+                ds.y[keep] - nuis.outcome_[keep], ds.t[keep] - nuis.propensity_[keep], alpha=alpha, **params
+            ) | {"source": "partially linear residuals"}
+
+    if "refutations" in analyses:
+        ref_opts = _check_keys(opts.get("refutations"), _REFUTE_KEYS, "sensitivity.refutations")
+        seed = int(ref_opts["seed"]) if ref_opts.get("seed") is not None else ctx.seed
+        fit_fn = _refit_partially_linear(ctx, treatment, outcome, w_columns, seed)
+        out["refutations"] = refute(
+            fit_fn,
+            frame,
+            treatment=treatment,
+            outcome=outcome,
+            kinds=list(ref_opts.get("kinds") or REFUTATIONS),
+            n_sims=int(ref_opts.get("n_sims", 5)),
+            seed=seed,
+            alpha=alpha,
+            subset_fraction=float(ref_opts.get("subset_fraction", 0.8)),
+            tolerance_se=float(ref_opts.get("tolerance_se", 1.0)),
+            confounders=w_columns,
+        )
+
+    if "misclassification" in analyses:
+        from causal.misclassification import run_step as misclassification_step
+
+        ctx.results["misclassification"] = misclassification_step(ctx)
+    return out

@@ -8,6 +8,8 @@ estimator and with high probability under a broken one.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,6 +22,7 @@ from statsmodels.stats.mediation import Mediation
 from threadpoolctl import threadpool_limits
 
 from causal.mediation import (
+    CONTRACT_KEYS,
     baron_kenny,
     cross_fit_predict,
     encode_covariates,
@@ -257,6 +260,7 @@ def test_ml_mediation_nonlinear_confounding_covers_truth():
     assert not (covers(linear["indirect"], truth["indirect"]) and covers(linear["direct"], truth["direct"]))
 
 
+@pytest.mark.slow
 def test_ml_mediation_with_interaction_recovers_truth():
     """With gamma != 0 the natural effects depend on the levels; nuisances that can represent E[T*M | W] exactly
     (quadratic in W here) recover theta, beta, gamma and the level-dependent natural effects.
@@ -348,3 +352,37 @@ def test_bad_inputs_name_the_column():
         baron_kenny(frame, "t", "m", "y", ("m",))
     with pytest.raises(ValueError, match="genre.*numeric"):
         baron_kenny(frame, "genre", "m", "y")
+
+
+@pytest.mark.slow
+def test_pipeline_mediation_step(tmp_path):
+    """The configured step: face count -> face size among artworks with a face, results-contract keys."""
+    from hydra import compose, initialize_config_dir
+
+    from causal.pipeline import run
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    overrides = [
+        "data.n_titles=300",
+        "nuisance=xgboost",
+        "nuisance.folds=3",
+        "nuisance.regressor.n_estimators=60",
+        "+mediation=default",
+        "steps=[mediation]",
+        "roles.treatment=face_count",
+        "data.query='face_present == 1'",
+        "data.prepare.binary_treatment=false",
+        "mediation.cluster=title_id",
+        "mediation.n_boot=200",
+    ]
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    results = run(cfg, tmp_path)
+    med, truth = results["mediation"], results["truth"]["mediation"]
+    assert set(CONTRACT_KEYS) <= set(med)
+    assert (med["treatment"], med["mediator"]) == (truth["treatment"], truth["mediator"])
+    assert set(med["methods"]) == {"baron_kenny", "linear", "ml"}
+    assert med["method"] == "linear_bootstrap"  # conf/mediation/default.yaml: primary: linear
+    assert med["verdict"] == "partial"
+    assert covers(med["indirect"], truth["indirect"]) and covers(med["direct"], truth["direct"])
+    assert (tmp_path / "results.json").exists()

@@ -316,3 +316,43 @@ def test_refute_input_errors():
         refute(lambda f, extra=(): 0.1, frame, treatment="t", outcome="y", kinds=["data_subset"])
     with pytest.raises(ValueError, match="treatment column 'face'"):
         refute(ols_fit(()), frame, treatment="face", outcome="y")
+
+
+@pytest.mark.slow
+def test_pipeline_sensitivity_step(tmp_path):
+    """The configured step after dml: contract keys, the OVB plot, refutations and the misclassification block."""
+    from hydra import compose, initialize_config_dir
+
+    from causal.pipeline import run
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    overrides = [
+        "data.n_titles=100",
+        "nuisance=xgboost",
+        "nuisance.folds=3",
+        "nuisance.classifier.n_estimators=60",
+        "nuisance.regressor.n_estimators=60",
+        "estimator=linear_dml",
+        "+sensitivity=default",
+        "steps=[dml,sensitivity]",
+        "sensitivity.analyses=[e_value,ovb,dml,refutations,misclassification]",
+        "sensitivity.refutations.n_sims=2",
+        "sensitivity.misclassification.sensitivity=0.95",
+        "sensitivity.misclassification.specificity=0.97",
+        "sensitivity.misclassification.n_draws=200",
+    ]
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    results = run(cfg, tmp_path)
+    sens = results["sensitivity"]
+    assert sens["e_value"] > 1 and 1 <= sens["e_value_ci"] <= sens["e_value"]
+    assert {"estimate", "stderr", "partial_r2", "robustness_value", "robustness_value_alpha"} <= set(sens["linear"])
+    assert [b["label"] for b in sens["linear"]["bounds"]] == [f"{k}x title_popularity" for k in (1, 2, 3)]
+    assert {"robustness_value", "ci_low", "ci_high"} <= set(sens["dml"])
+    assert sens["dml"]["ci_low"] < results["ate_partially_linear"]["estimate"] < sens["dml"]["ci_high"]
+    assert [r["name"] for r in sens["refutations"]] == list(REFUTATIONS)
+    assert all({"name", "estimate", "passed", "reading"} <= set(r) for r in sens["refutations"])
+    mis = results["misclassification"]
+    assert (mis["sensitivity"], mis["specificity"]) == (0.95, 0.97)
+    assert abs(mis["ate_corrected"]["estimate"]) > abs(mis["ate_uncorrected"]["estimate"])
+    assert (tmp_path / results["plots"]["ovb_contour"]).exists()
