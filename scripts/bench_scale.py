@@ -1,0 +1,299 @@
+"""Benchmark: the local runner vs the Ray runner, for annotation and for the causal fit, in one run.
+
+    python scripts/bench_scale.py                          # sample x2 (94 images), 20k simulated units
+    python scripts/bench_scale.py --replicate 4 --units 100000 --ray-cpus 2 --json out/bench_scale.json
+
+Annotation: the same folder (assets_sample/images replicated ``--replicate`` times with hard links) through
+``vision.annotate.annotate_folder`` (decoding process + models in this process, torch on every CPU) and through
+``vision.ray_runner.annotate_folder_ray`` on a local Ray instance of ``--ray-cpus`` CPUs (``--actors`` CPU actors,
+one torch thread each), both with the default ``conf/vision`` settings. Reported: images/s over the whole run
+(Ray: actor start-up and model loading included), and steady-state images/s from the first to the last batch
+(start-up excluded), plus whether the two outputs are identical.
+
+Causal: the nuisance cross-fit (``causal.nuisance.CrossFitNuisance``: ``--folds`` folds x (XGBoost propensity +
+outcome), grid search included with ``--tune``) with ``use_ray=false`` and ``use_ray=true`` (one Ray task per
+fold) on a simulated catalog (``causal.simulate``), then the forest final stage; seconds of each and the largest
+absolute difference between the two fits' predictions (0 when the numbers are the same).
+
+Ratios are Ray / local throughput (annotation) and local / Ray seconds (causal): > 1 means Ray was faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "assets_sample" / "images"
+
+
+def replicate(src: Path, dst: Path, times: int) -> int:
+    """``times`` copies (hard links) of every image under ``src``, ids prefixed by the copy number."""
+    from vision.io import find_images
+
+    n = 0
+    for k in range(times):
+        for p in find_images(src):
+            target = dst / f"copy{k:02d}" / p.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.hardlink_to(p)
+            except OSError:
+                shutil.copy2(p, target)
+            n += 1
+    return n
+
+
+def compose_annotate(overrides: list[str]):
+    """conf/annotate.yaml with runner=ray and the ray node, whether or not annotate.yaml lists those groups."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        try:
+            return compose(config_name="annotate", overrides=["runner=ray", "ray=default", *overrides])
+        except ConfigCompositionException:
+            return compose(config_name="annotate", overrides=["+runner=ray", "+ray=default", *overrides])
+
+
+def max_differences(a, b) -> dict[str, float]:
+    """Largest absolute difference per column of two tables with the same rows (0: identical; inf: a string, a
+    null or a row count differs). List columns (embeddings, landmarks) are compared element-wise."""
+    import numpy as np
+    import pandas as pd
+
+    if list(a.columns) != list(b.columns) or len(a) != len(b):
+        return {"shape": float("inf")}
+    out = {}
+    for c in a.columns:
+        x, y = a[c], b[c]
+        if pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x):
+            xv = x.to_numpy(dtype=np.float64, na_value=np.nan)
+            yv = y.to_numpy(dtype=np.float64, na_value=np.nan)
+            same_nulls = np.array_equal(np.isnan(xv), np.isnan(yv))
+            out[c] = float(np.nanmax(np.abs(xv - yv), initial=0.0)) if same_nulls else float("inf")
+        elif x.map(lambda v: v is not None and not isinstance(v, str) and np.ndim(v) == 1).any():
+            d = 0.0
+            for p, q in zip(x, y, strict=True):
+                if (p is None) != (q is None) or (p is not None and len(p) != len(q)):
+                    d = float("inf")
+                    break
+                if p is not None and len(p):
+                    d = max(d, float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)))))
+            out[c] = d
+        else:
+            out[c] = 0.0 if x.astype(object).equals(y.astype(object)) else float("inf")
+    return out
+
+
+def bench_annotation(args: argparse.Namespace, work: Path) -> dict:
+    import pandas as pd
+
+    from vision.annotate import annotate_folder, annotator_from_config
+    from vision.ray_runner import annotate_folder_ray
+
+    sizes = {}
+    for copies in sorted({1, args.replicate}):
+        sizes[copies] = replicate(SAMPLE, work / f"in{copies}", copies)
+    cfg = compose_annotate(
+        [
+            "input=unused",
+            "output=unused",
+            f"vision.part_size={args.part_size}",
+            f"runner.actors={args.actors}",
+            f"runner.num_cpus_per_actor={args.ray_cpus / args.actors:g}",
+            *args.override,
+        ]
+    )
+    v = cfg.vision
+    out: dict = {
+        "images": sizes,
+        "settings": {"part_size": v.part_size, "batch_size": v.batch_size, "actors": args.actors},
+    }
+    annotator = annotator_from_config(v)
+    for runner in ("local", "ray"):
+        seconds = {}
+        for copies in sizes:
+            folder, target = work / f"in{copies}", work / f"{runner}{copies}"
+            if runner == "local":
+                summary = annotate_folder(
+                    folder,
+                    target,
+                    annotator,
+                    batch_size=v.batch_size,
+                    part_size=v.part_size,
+                    num_workers=v.num_workers,
+                    max_pixels=v.max_pixels,
+                    max_long_side=v.max_long_side,
+                    extensions=list(v.extensions),
+                )
+            else:
+                summary = annotate_folder_ray(folder, target, v, None, cfg.runner)
+            seconds[copies] = summary.seconds
+        big, small = max(sizes), min(sizes)
+        out[runner] = {
+            "seconds": seconds,
+            "images_per_s": sizes[big] / seconds[big],
+            # Marginal rate between the two sizes: fixed costs (actor start-up, model loading) cancel out.
+            "marginal_images_per_s": (
+                (sizes[big] - sizes[small]) / (seconds[big] - seconds[small]) if big != small else float("nan")
+            ),
+        }
+    big = max(sizes)
+    out["max_abs_difference"] = {
+        table: {
+            k: d
+            for k, d in max_differences(
+                pd.read_parquet(work / f"local{big}" / table), pd.read_parquet(work / f"ray{big}" / table)
+            ).items()
+            if d > 0
+        }
+        for table in ("images", "faces")
+    }
+    return out
+
+
+def bench_causal(args: argparse.Namespace) -> dict:
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from causal import dml
+    from causal.nuisance import from_config as nuisance_from_config
+    from causal.pipeline import build_dataset
+
+    overrides = [
+        f"data.n_titles={max(args.units // 10, 1)}",
+        "data.artworks_per_title=10",
+        f"nuisance={'xgboost_grid' if args.tune else 'xgboost'}",
+        f"nuisance.folds={args.folds}",
+        "estimator=causal_forest",
+        f"n_jobs={args.n_jobs}",
+        f"seed={args.seed}",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    ds, _ = build_dataset(cfg)
+    extra = [c for c in ds.X.columns if c not in ds.W.columns]
+    import pandas as pd
+
+    features = pd.concat([ds.W, ds.X[extra]], axis=1) if extra else ds.W
+    out: dict = {"units": int(len(ds.y)), "features": int(features.shape[1]), "folds": args.folds, "tune": args.tune}
+    fits = {}
+    for use_ray in (False, True):
+        model = nuisance_from_config(cfg.nuisance, seed=args.seed, use_ray=use_ray)
+        start = time.perf_counter()
+        model.fit(features, ds.t, ds.y)
+        seconds = time.perf_counter() - start
+        fits[use_ray] = model
+        forest_cfg = dict(cfg.estimator)
+        start = time.perf_counter()
+        fit = dml.estimate(
+            {**forest_cfg, "use_ray": use_ray},
+            y=ds.y,
+            t=ds.t,
+            X=ds.X,
+            W=ds.W,
+            propensity=model.propensity_,
+            outcome=model.outcome_,
+            alpha=0.05,
+            seed=args.seed,
+        )
+        out["ray" if use_ray else "local"] = {
+            "nuisance_seconds": seconds,
+            "tune_seconds": model.seconds_.get("tune", 0.0),
+            "crossfit_seconds": model.seconds_["crossfit"],
+            "forest_seconds": time.perf_counter() - start,
+            "ate": fit.results["ate"]["estimate"],
+        }
+    out["max_abs_diff_propensity"] = float(np.max(np.abs(fits[True].propensity_ - fits[False].propensity_)))
+    out["max_abs_diff_outcome"] = float(np.max(np.abs(fits[True].outcome_ - fits[False].outcome_)))
+    out["ate_diff"] = abs(out["ray"]["ate"] - out["local"]["ate"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--replicate", type=int, default=3, help="copies of the 45-image sample (default 3)")
+    ap.add_argument("--part-size", type=int, default=16, help="vision.part_size of both runners (default 16)")
+    ap.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray instance (default 2)")
+    ap.add_argument("--actors", type=int, default=2, help="annotation actors (default 2)")
+    ap.add_argument("--units", type=int, default=20000, help="simulated artworks for the causal fit")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--tune", action="store_true", help="include the nuisance grid search (nuisance=xgboost_grid)")
+    ap.add_argument("--n-jobs", type=int, default=1, help="threads per XGBoost model / forest")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", choices=["annotation", "causal"], action="append", default=[])
+    ap.add_argument("--override", action="append", default=[], help="extra annotate.yaml override, repeatable")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    try:
+        import ray
+    except ImportError:
+        sys.exit('Ray is not installed: pip install -e ".[ray]"')
+    results: dict = {"cpus_visible": len(os.sched_getaffinity(0)), "load_average_start": os.getloadavg()}
+    start = time.perf_counter()
+    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+    results["ray_init_seconds"] = time.perf_counter() - start
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+            if "annotation" not in args.skip:
+                results["annotation"] = bench_annotation(args, Path(tmp))
+            if "causal" not in args.skip:
+                results["causal"] = bench_causal(args)
+    finally:
+        ray.shutdown()
+    results["load_average_end"] = os.getloadavg()
+
+    print(f"Ray: local instance, {args.ray_cpus} CPUs, started in {results['ray_init_seconds']:.1f} s")
+    if "annotation" in results:
+        a = results["annotation"]
+        lo, ra = a["local"], a["ray"]
+        n = max(a["images"].values())
+        print(
+            f"\nannotation, default vision config, part_size {a['settings']['part_size']}; "
+            f"Ray: {args.actors} CPU actors"
+        )
+        print(
+            f"{'runner':<8}"
+            + "".join(f"{f'{k} img s':>12}" for k in a["images"].values())
+            + f"{'img/s':>8}{'marginal':>10}"
+        )
+        for name, r in (("local", lo), ("ray", ra)):
+            row = "".join(f"{s:>12.1f}" for s in r["seconds"].values())
+            print(f"{name:<8}{row}{r['images_per_s']:>8.2f}{r['marginal_images_per_s']:>10.2f}")
+        print(
+            f"ratio ray/local images/s on {n} images: {ra['images_per_s'] / lo['images_per_s']:.2f} (whole run), "
+            f"{ra['marginal_images_per_s'] / lo['marginal_images_per_s']:.2f} (marginal)"
+        )
+        diffs = {t: d for t, d in a["max_abs_difference"].items() if d}
+        print(f"outputs: {'identical' if not diffs else 'columns that differ (max |diff|): ' + json.dumps(diffs)}")
+    if "causal" in results:
+        c = results["causal"]
+        lo, ra = c["local"], c["ray"]
+        print(f"\ncausal fit on {c['units']} units x {c['features']} features, {c['folds']} folds, tune={c['tune']}")
+        print(f"{'runner':<8}{'nuisance s':>11}{'crossfit s':>11}{'forest s':>10}{'ATE':>10}")
+        for name, r in (("local", lo), ("ray", ra)):
+            print(
+                f"{name:<8}{r['nuisance_seconds']:>11.2f}{r['crossfit_seconds']:>11.2f}{r['forest_seconds']:>10.2f}"
+                f"{r['ate']:>10.5f}"
+            )
+        print(
+            f"ratio local/ray seconds: nuisance {lo['nuisance_seconds'] / ra['nuisance_seconds']:.2f}, "
+            f"cross-fit {lo['crossfit_seconds'] / ra['crossfit_seconds']:.2f}; max |diff| propensity "
+            f"{c['max_abs_diff_propensity']:.1e}, outcome {c['max_abs_diff_outcome']:.1e}, ATE {c['ate_diff']:.1e}"
+        )
+    print(f"\nload average (1, 5, 15 min) at start {results['load_average_start']}, end {results['load_average_end']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
