@@ -32,6 +32,15 @@ from causal.mediation import (
 )
 from causal.simulate import simulate_catalog
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_threaded_blas():
+    """These tests solve many small least-squares problems; threaded BLAS only contends on a shared 2-core runner
+    (measured 20x slower under load)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 CONFOUNDERS = ("w1", "w2", "genre")
 GENRE_SHIFT = {"drama": 0.0, "comedy": 0.4, "horror": -0.3}
 
