@@ -72,9 +72,11 @@ def test_landmarks_follow_mtcnn_order(detector, astronaut):
     assert np.all(np.diag(dist) < 0.25 * eye_distance)
 
 
-@pytest.mark.parametrize("kwargs", [{"flip": True}, {"scales": [1.0, 0.5]}, {"flip": True, "scales": [0.75]}])
+@pytest.mark.parametrize(
+    "kwargs", [{"flip": True}, {"scales": [1.0, 0.5]}, {"grey": True}, {"flip": True, "grey": True, "scales": [0.75]}]
+)
 def test_extra_passes_keep_box_and_order(kwargs, astronaut):
-    """Mirrored and rescaled passes are mapped back to the input's pixels (mirrored eyes and mouth corners swap)."""
+    """Mirrored, greyscale and rescaled passes map back to the input's pixels (mirrored eyes and mouth corners swap)."""
     for image, box in [
         (astronaut, ASTRONAUT_BOX),
         (np.ascontiguousarray(astronaut[:, ::-1]), np.array([512 - 271.0, 72.0, 512 - 180.0, 181.0])),

@@ -6,8 +6,8 @@ list[FaceDetections]`` with boxes and landmarks in the pixels of the arrays give
 - Each image is resized so its long side is ``detection_size`` (downscaled only unless ``upscale``). YuNet is trained
   for faces of about 10-300 px; it still finds faces up to the full 640 px frame, with falling scores (measured on
   the astronaut photo enlarged: score 0.9 for a 300 px face, 0.7 for 600 px). ``scales`` adds passes at smaller
-  sizes (fractions of ``detection_size``) for close-ups; ``flip`` adds a mirrored pass (test-time augmentation).
-  The passes are merged by NMS at ``nms_threshold``.
+  sizes (fractions of ``detection_size``) for close-ups; ``flip`` and ``grey`` add mirrored and greyscale passes
+  (test-time augmentation). The passes are merged by NMS at ``nms_threshold``.
 - Landmarks: YuNet's five points come in the order right eye, left eye, nose tip, right mouth corner, left mouth
   corner *of the subject*, which in image coordinates is the same order as MTCNN's "left eye, right eye, nose, mouth
   left, mouth right" *of the viewer*: point 0 is the eye with the smaller x on an upright frontal face (checked on the
@@ -27,6 +27,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
+import torchvision
 
 from vision.detect import FaceDetections
 
@@ -66,6 +68,9 @@ class YuNetDetector:
         adds a half-size pass that brings faces larger than YuNet's ~300 px range back into it.
     flip : bool
         Also run each pass on the mirrored image (test-time augmentation; doubles the time).
+    grey : bool
+        Also run each pass on the greyscale image (test-time augmentation; doubles the time again). Drawn faces
+        often have colours no photographed skin has; without colour YuNet judges them by shape and shading alone.
     min_prob : float
         Score cut-off in [0, 1] (YuNet's ``score_threshold``); faces below it are dropped.
     nms_threshold : float
@@ -92,6 +97,7 @@ class YuNetDetector:
         upscale: bool = False,
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
+        grey: bool = False,
         min_prob: float = 0.6,
         nms_threshold: float = 0.3,
         top_k: int = 5000,
@@ -102,6 +108,7 @@ class YuNetDetector:
         self.upscale = upscale
         self.scales = scales
         self.flip = flip
+        self.grey = grey
         self.min_prob = min_prob
         self.nms_threshold = nms_threshold
         self.top_k = top_k
@@ -166,7 +173,12 @@ class YuNetDetector:
             raise ValueError(f"vision.detector.model_path: OpenCV cannot read {path} as a YuNet model: {exc}") from exc
         self.model_path_ = path
         log.info(
-            "YuNet %s (detection_size=%s, scales=%s, flip=%s)", path.name, self.detection_size, self.scales, self.flip
+            "YuNet %s (detection_size=%s, scales=%s, flip=%s, grey=%s)",
+            path.name,
+            self.detection_size,
+            self.scales,
+            self.flip,
+            self.grey,
         )
 
     def _pass_size(self, h: int, w: int, scale: float) -> tuple[int, int]:
@@ -208,10 +220,14 @@ class YuNetDetector:
             resized = bgr if (h, w) == (height, width) else cv2.resize(bgr, (w, h), interpolation=interp)
             sx, sy = width / w, height / h
             det.setInputSize((w, h))
-            for mirrored in (False, True) if self.flip else (False,):
-                boxes, scores, points = self._pass(resized, mirrored)
-                if len(scores):
-                    rows.append((boxes * [sx, sy, sx, sy], scores, points * [sx, sy]))
+            frames = [resized]
+            if self.grey:
+                frames.append(cv2.cvtColor(cv2.cvtColor(resized, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR))
+            for frame in frames:
+                for mirrored in (False, True) if self.flip else (False,):
+                    boxes, scores, points = self._pass(frame, mirrored)
+                    if len(scores):
+                        rows.append((boxes * [sx, sy, sx, sy], scores, points * [sx, sy]))
         if not rows:
             return FaceDetections.empty()
         boxes = np.concatenate([r[0] for r in rows])
@@ -230,7 +246,7 @@ class YuNetDetector:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression.
+    """Greedy non-maximum suppression (torchvision's C++ kernel: fast on the thousands of boxes of ``min_prob=0``).
 
     Parameters
     ----------
@@ -244,22 +260,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     Returns
     -------
     np.ndarray
-        Indices of the kept boxes, by descending score (stable on ties).
+        (k,) int64 indices of the kept boxes, by descending score.
     """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    keep: list[int] = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(int(i))
-        iw = np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0])
-        ih = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1])
-        inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-        union = area[i] + area[rest] - inter
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    scores_t = torch.as_tensor(np.asarray(scores, dtype=np.float64).reshape(-1))
+    return torchvision.ops.nms(boxes_t, scores_t, float(iou_threshold)).numpy().astype(np.int64)
 
 
 def _check_image(image: np.ndarray, k: int) -> tuple[int, int]:
