@@ -1,19 +1,22 @@
 """Benchmark: the local runner vs the Ray runner, for annotation and for the causal fit, in one run.
 
-    python scripts/bench_scale.py                          # sample x2 (94 images), 20k simulated units
-    python scripts/bench_scale.py --replicate 4 --units 100000 --ray-cpus 2 --json out/bench_scale.json
+    python scripts/bench_scale.py                          # sample x1 and x3 (45, 135 images), 20k simulated units
+    python scripts/bench_scale.py --also-one-thread --units 100000 --tune --json out/bench_scale.json
 
-Annotation: the same folder (assets_sample/images replicated ``--replicate`` times with hard links) through
-``vision.annotate.annotate_folder`` (decoding process + models in this process, torch on every CPU) and through
-``vision.ray_runner.annotate_folder_ray`` on a local Ray instance of ``--ray-cpus`` CPUs (``--actors`` CPU actors,
-one torch thread each), both with the default ``conf/vision`` settings. Reported: images/s over the whole run
-(Ray: actor start-up and model loading included), and steady-state images/s from the first to the last batch
-(start-up excluded), plus whether the two outputs are identical.
+Annotation: assets_sample/images (45 images) and ``--replicate`` copies of it (hard links) through
+``vision.annotate.annotate_folder`` (one decoding process, models in this process with torch on every CPU) and
+through ``vision.ray_runner.annotate_folder_ray`` on a local Ray instance of ``--ray-cpus`` CPUs (``--actors`` CPU
+actors, one torch thread each), default ``conf/vision`` settings except ``vision.part_size=--part-size`` (on a
+CPU-only instance, parts are the Ray runner's unit of parallelism). Runs are interleaved (local, Ray, local, Ray)
+so both see the same background load. Reported per runner: seconds per size, images/s on the larger size (Ray:
+actor start-up and model loading included) and the marginal images/s between the two sizes (fixed costs cancel),
+and the largest difference between the local and the Ray tables (0 with equal torch thread counts; see
+``--also-one-thread``, which adds the local runner with one torch thread).
 
 Causal: the nuisance cross-fit (``causal.nuisance.CrossFitNuisance``: ``--folds`` folds x (XGBoost propensity +
 outcome), grid search included with ``--tune``) with ``use_ray=false`` and ``use_ray=true`` (one Ray task per
-fold) on a simulated catalog (``causal.simulate``), then the forest final stage; seconds of each and the largest
-absolute difference between the two fits' predictions (0 when the numbers are the same).
+fold) on a simulated catalog (``causal.simulate``), then the causal forest; seconds of each and the largest
+absolute difference between the two fits (0 when the numbers are the same).
 
 Ratios are Ray / local throughput (annotation) and local / Ray seconds (causal): > 1 means Ray was faster.
 """
@@ -96,66 +99,73 @@ def bench_annotation(args: argparse.Namespace, work: Path) -> dict:
     import pandas as pd
 
     from vision.annotate import annotate_folder, annotator_from_config
+    from vision.device import configure_threads
     from vision.ray_runner import annotate_folder_ray
 
     sizes = {}
     for copies in sorted({1, args.replicate}):
         sizes[copies] = replicate(SAMPLE, work / f"in{copies}", copies)
-    cfg = compose_annotate(
-        [
-            "input=unused",
-            "output=unused",
-            f"vision.part_size={args.part_size}",
-            f"runner.actors={args.actors}",
-            f"runner.num_cpus_per_actor={args.ray_cpus / args.actors:g}",
-            *args.override,
-        ]
-    )
+    overrides = [
+        "input=unused",
+        "output=unused",
+        f"vision.part_size={args.part_size}",
+        f"runner.actors={args.actors}",
+        f"runner.num_cpus_per_actor={args.ray_cpus / args.actors:g}",
+        *args.override,
+    ]
+    cfg = compose_annotate(overrides)
     v = cfg.vision
     out: dict = {
         "images": sizes,
         "settings": {"part_size": v.part_size, "batch_size": v.batch_size, "actors": args.actors},
     }
-    annotator = annotator_from_config(v)
-    for runner in ("local", "ray"):
-        seconds = {}
-        for copies in sizes:
-            folder, target = work / f"in{copies}", work / f"{runner}{copies}"
-            if runner == "local":
-                summary = annotate_folder(
-                    folder,
-                    target,
-                    annotator,
-                    batch_size=v.batch_size,
-                    part_size=v.part_size,
-                    num_workers=v.num_workers,
-                    max_pixels=v.max_pixels,
-                    max_long_side=v.max_long_side,
-                    extensions=list(v.extensions),
-                )
-            else:
-                summary = annotate_folder_ray(folder, target, v, None, cfg.runner)
-            seconds[copies] = summary.seconds
-        big, small = max(sizes), min(sizes)
+    annotators = {"local": annotator_from_config(v)}
+    if args.also_one_thread:
+        # The local runner with one torch thread: separates intra-op threading from Ray's process parallelism.
+        annotators["local_1thread"] = annotator_from_config(
+            compose_annotate([*overrides, "vision.num_threads=1"]).vision
+        )
+    configure_threads(v.num_threads)
+    seconds: dict[str, dict[int, float]] = {name: {} for name in (*annotators, "ray")}
+    # Interleaved (local, ray, local, ray) so both runners see the same background load on a shared machine.
+    for copies in sizes:
+        folder = work / f"in{copies}"
+        for name, annotator in annotators.items():
+            configure_threads(1 if name == "local_1thread" else v.num_threads)
+            local = annotate_folder(
+                folder,
+                work / f"{name}{copies}",
+                annotator,
+                batch_size=v.batch_size,
+                part_size=v.part_size,
+                num_workers=v.num_workers,
+                max_pixels=v.max_pixels,
+                max_long_side=v.max_long_side,
+                extensions=list(v.extensions),
+            )
+            seconds[name][copies] = local.seconds
+        seconds["ray"][copies] = annotate_folder_ray(folder, work / f"ray{copies}", v, None, cfg.runner).seconds
+    big, small = max(sizes), min(sizes)
+    for runner, secs in seconds.items():
         out[runner] = {
-            "seconds": seconds,
-            "images_per_s": sizes[big] / seconds[big],
+            "seconds": secs,
+            "images_per_s": sizes[big] / secs[big],
             # Marginal rate between the two sizes: fixed costs (actor start-up, model loading) cancel out.
             "marginal_images_per_s": (
-                (sizes[big] - sizes[small]) / (seconds[big] - seconds[small]) if big != small else float("nan")
+                (sizes[big] - sizes[small]) / (secs[big] - secs[small]) if big != small else float("nan")
             ),
         }
-    big = max(sizes)
-    out["max_abs_difference"] = {
-        table: {
-            k: d
-            for k, d in max_differences(
-                pd.read_parquet(work / f"local{big}" / table), pd.read_parquet(work / f"ray{big}" / table)
-            ).items()
-            if d > 0
+    for name in annotators:
+        out[f"max_abs_difference_{name}_vs_ray"] = {
+            table: {
+                k: d
+                for k, d in max_differences(
+                    pd.read_parquet(work / f"{name}{big}" / table), pd.read_parquet(work / f"ray{big}" / table)
+                ).items()
+                if d > 0
+            }
+            for table in ("images", "faces")
         }
-        for table in ("images", "faces")
-    }
     return out
 
 
@@ -223,6 +233,7 @@ def main() -> None:
     ap.add_argument("--part-size", type=int, default=16, help="vision.part_size of both runners (default 16)")
     ap.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray instance (default 2)")
     ap.add_argument("--actors", type=int, default=2, help="annotation actors (default 2)")
+    ap.add_argument("--also-one-thread", action="store_true", help="also time the local runner with 1 torch thread")
     ap.add_argument("--units", type=int, default=20000, help="simulated artworks for the causal fit")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--tune", action="store_true", help="include the nuisance grid search (nuisance=xgboost_grid)")
@@ -265,15 +276,18 @@ def main() -> None:
             + "".join(f"{f'{k} img s':>12}" for k in a["images"].values())
             + f"{'img/s':>8}{'marginal':>10}"
         )
-        for name, r in (("local", lo), ("ray", ra)):
+        for name, r in ((k, a[k]) for k in ("local", "local_1thread", "ray") if k in a):
             row = "".join(f"{s:>12.1f}" for s in r["seconds"].values())
             print(f"{name:<8}{row}{r['images_per_s']:>8.2f}{r['marginal_images_per_s']:>10.2f}")
         print(
             f"ratio ray/local images/s on {n} images: {ra['images_per_s'] / lo['images_per_s']:.2f} (whole run), "
             f"{ra['marginal_images_per_s'] / lo['marginal_images_per_s']:.2f} (marginal)"
         )
-        diffs = {t: d for t, d in a["max_abs_difference"].items() if d}
-        print(f"outputs: {'identical' if not diffs else 'columns that differ (max |diff|): ' + json.dumps(diffs)}")
+        for name in ("local", "local_1thread"):
+            if f"max_abs_difference_{name}_vs_ray" in a:
+                diffs = {t: d for t, d in a[f"max_abs_difference_{name}_vs_ray"].items() if d}
+                verdict = "identical" if not diffs else "columns that differ (max |diff|): " + json.dumps(diffs)
+                print(f"{name} vs ray outputs: {verdict}")
     if "causal" in results:
         c = results["causal"]
         lo, ra = c["local"], c["ray"]
