@@ -628,3 +628,23 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, **kwargs: Any)
     tmp.replace(path)
     log.info("wrote %s", path)
     return path
+
+
+def report_for_run(results: Mapping[str, Any], out_dir: str | Path, cfg: Any = None) -> Path:
+    """Write a run's ``report.html``: plots from ``out_dir``, the detector evaluation from ``out_dir/evaluation``
+    (``metrics.json``, ``pr_curve.png``) when that step ran, and ``cfg`` (an OmegaConf config or a mapping) shown
+    resolved.
+    """
+    import json
+
+    out_dir = Path(out_dir)
+    metrics_file = out_dir / "evaluation" / "metrics.json"
+    evaluation = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    config_yaml = None
+    if cfg is not None:
+        from omegaconf import OmegaConf
+
+        config_yaml = OmegaConf.to_yaml(cfg, resolve=True) if OmegaConf.is_config(cfg) else OmegaConf.to_yaml(dict(cfg))
+    return write_report(
+        results, out_dir, evaluation=evaluation, evaluation_dir=out_dir / "evaluation", config_yaml=config_yaml
+    )

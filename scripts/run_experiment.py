@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from causal.cache import StepCache, cache_key
 from causal.data import DataError
 from causal.pipeline import STEPS, run
-from causal.report_html import write_report
+from causal.report_html import report_for_run
 
 log = logging.getLogger("run_experiment")
 
@@ -228,12 +228,10 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> tuple[dict, dict]:
         info["timings"]["causal"] = time.perf_counter() - start
     # The report is written by every run that has something to show (REPORT_STEP only documents the order).
     if results or metrics:
-        info["report"] = write_report(
+        info["report"] = report_for_run(
             results or {"treatment": _select(cfg, "roles.treatment"), "outcome": _select(cfg, "roles.outcome")},
             out_dir,
-            evaluation=metrics,
-            evaluation_dir=out_dir / "evaluation",
-            config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+            cfg,
         )
     info["metrics"] = metrics
     return results, info
