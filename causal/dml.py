@@ -64,6 +64,9 @@ _FOREST_KEYS = (
     "n_jobs",
     "criterion",
 )
+# Passed through to EconML by both estimators: its own cross-fit step (here one pass over the cached predictions)
+# runs as Ray tasks.
+_RAY_KEYS = ("use_ray", "ray_remote_func_options")
 
 
 def _z(alpha: float) -> float:
@@ -274,8 +277,8 @@ def moderation(
     moderator : Series of length n
         Raw moderator column.
     confounders : DataFrame of shape (n, p), numeric
-        Encoded confounders W. Columns collinear with the moderator's dummies are harmless: the fit uses a
-        pseudo-inverse and only the treatment and interaction terms are reported.
+        Encoded confounders W. Columns in the span of the moderator's dummies (the moderator is usually a
+        confounder too) are dropped so the design has full rank.
 
     Returns
     -------
@@ -407,7 +410,8 @@ def make_estimator(
     cfg : mapping
         The ``estimator`` config node: ``name`` and, for ``causal_forest``, forest parameters (``n_estimators``,
         ``min_samples_leaf``, ``max_depth``, ``max_samples`` (fraction), ``max_samples_rows`` (cap on rows per
-        tree, keeps memory flat at scale), ``subforest_size``, ``honest``, ``n_jobs``, ...).
+        tree, keeps memory flat at scale), ``subforest_size``, ``honest``, ``n_jobs``, ...); both take
+        ``use_ray`` / ``ray_remote_func_options`` (EconML's Ray options).
     y, t, propensity, outcome : ndarray of shape (n,)
         The rows the estimator will be fitted on and their cached nuisance predictions.
     n_rows : int
@@ -426,13 +430,15 @@ def make_estimator(
         "cv": 1,
         "random_state": seed,
     }
+    ray_opts = {k: cfg[k] for k in _RAY_KEYS if cfg.get(k) is not None}
+    common.update(ray_opts)
     if name == "linear_dml":
-        unknown = sorted(set(cfg) - {"name", "fit_cate_intercept"})
+        unknown = sorted(set(cfg) - {"name", "fit_cate_intercept", *_RAY_KEYS})
         if unknown:
             raise ValueError(f"config group estimator (linear_dml): unknown key(s) {unknown}")
         return LinearDML(**common, fit_cate_intercept=bool(cfg.get("fit_cate_intercept", True)))
     if name == "causal_forest":
-        unknown = sorted(set(cfg) - {"name", *_FOREST_KEYS})
+        unknown = sorted(set(cfg) - {"name", *_FOREST_KEYS, *_RAY_KEYS})
         if unknown:
             raise ValueError(f"config group estimator (causal_forest): unknown key(s) {unknown}")
         params = {k: cfg[k] for k in _FOREST_KEYS if k in cfg and cfg[k] is not None}
@@ -443,7 +449,7 @@ def make_estimator(
             frac = min(frac, int(cap) / max(n_rows, 1))
         if params.get("subforest_size", 4) > 1 and frac > 0.5:
             raise ValueError("config key estimator.max_samples must be <= 0.5 with inference (subforest_size > 1)")
-        return CausalForestDML(**common, max_samples=frac, drate=True, inference=True, **params)
+        return CausalForestDML(**common, max_samples=frac, drate=False, inference=True, **params)
     raise ValueError(f"config key estimator.name: {name!r} is not one of {ESTIMATORS}")
 
 
@@ -453,7 +459,6 @@ def estimate(
     y: np.ndarray,
     t: np.ndarray,
     X: pd.DataFrame,
-    W: pd.DataFrame,
     propensity: np.ndarray,
     outcome: np.ndarray,
     groups: pd.DataFrame | None = None,
@@ -470,8 +475,6 @@ def estimate(
         Outcome and 0/1 treatment of the rows used (after trimming).
     X : DataFrame of shape (n, q)
         Effect modifiers (may have 0 columns: then the linear CATE is a constant and the forest is unavailable).
-    W : DataFrame of shape (n, p)
-        Confounders; passed to EconML for completeness (its nuisance step reads only the cached predictions).
     propensity, outcome : ndarray of shape (n,)
         Cross-fitted e(x), m(x) for these rows.
     groups : DataFrame of shape (n, g), optional
@@ -495,27 +498,25 @@ def estimate(
     t = np.asarray(t).astype(np.int64)
     est = make_estimator(cfg, y=y, t=t, propensity=propensity, outcome=outcome, n_rows=len(y), seed=seed)
     x_arr = X.to_numpy(dtype=np.float64) if X.shape[1] else None
-    w_arr = W.to_numpy(dtype=np.float64) if W.shape[1] else np.zeros((len(y), 1))
+    # EconML's nuisance step only reads the cached predictions, so W is not handed over: it would be copied and
+    # stacked with X several times (about 4 (n, p) float64 copies at peak) for nothing. Without X, EconML needs
+    # some W to know the row count; one zero column does.
+    w_arr = None if x_arr is not None else np.zeros((len(y), 1))
     start = time.perf_counter()
     est.fit(y, t, X=x_arr, W=w_arr)
     fitted = time.perf_counter()
 
-    econml_ate: dict[str, Any]
+    econml_ate: dict[str, Any] | None = None
     if name == "causal_forest":
-        # Out-of-bag CATE, so each unit's score uses trees that never saw it. (EconML's private _oob_preds is
-        # overwritten in place by its DR scores during fit, so it cannot be reused as the CATE.)
+        # Out-of-bag CATE, so each unit's score uses trees that never saw it. With these scores the mean below is
+        # exactly CausalForestDML.ate_ (drate=True; checked in the tests), so EconML's own pass is switched off:
+        # at 1M rows each out-of-bag pass over the forest costs as much as fitting it.
         forest = est.model_cate
         tau = np.asarray(forest.oob_predict(x_arr), dtype=np.float64).reshape(len(y), -1)[:, 0]
         missing = np.isnan(tau)
         if missing.any():
             log.warning("%d units have no out-of-bag forest prediction; using the full-forest CATE", missing.sum())
             tau[missing] = np.asarray(est.effect(x_arr[missing]), dtype=np.float64).ravel()
-        econml_ate = effect(
-            float(np.ravel(est.ate_)[0]),
-            float(np.ravel(est.ate_stderr_)[0]),
-            alpha,
-            method="CausalForestDML.ate_ (doubly robust, out-of-bag)",
-        )
     else:
         # Without X the CATE is one coefficient; EconML returns it once, every unit gets it.
         tau = np.broadcast_to(np.asarray(est.effect(x_arr), dtype=np.float64).ravel(), (len(y),)).copy()
@@ -545,7 +546,7 @@ def estimate(
     results = {
         "ate": ate,
         "ate_partially_linear": partially_linear(y, t, propensity, outcome, alpha),
-        "ate_econml": econml_ate,
+        **({"ate_econml": econml_ate} if econml_ate is not None else {}),
         "cate_by_group": cate_by_group,
         "heterogeneity": heterogeneity,
         "cate_distribution": _describe(tau),

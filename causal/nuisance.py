@@ -95,6 +95,7 @@ def tune(
     max_rows: int | None = 50_000,
     seed: int = 0,
     key: str = "nuisance.grid",
+    use_ray: bool = False,
 ) -> dict[str, Any]:
     """Grid search with k-fold CV on at most ``max_rows`` rows.
 
@@ -118,6 +119,8 @@ def tune(
         Seeds the subsample and the CV splitter.
     key : str
         Config key named in error messages.
+    use_ray : bool
+        Run the (candidate, fold) fits as Ray tasks through Ray's joblib backend; same scores.
 
     Returns
     -------
@@ -145,10 +148,19 @@ def tune(
     splitter = splitter_cls(n_splits=n_folds, shuffle=True, random_state=derive_seed(seed, "tune_folds"))
     scoring = "neg_log_loss" if is_classifier else "neg_mean_squared_error"
     start = time.perf_counter()
-    # Sequential search: each XGBoost fit already uses n_jobs threads, and joblib workers on top would
-    # oversubscribe the cores without changing the result.
-    search = GridSearchCV(model, grid, scoring=scoring, cv=splitter, n_jobs=1, refit=False, error_score="raise")
-    search.fit(features[rows], target[rows])
+    if use_ray:
+        import joblib
+        from ray.util.joblib import register_ray
+
+        register_ray()
+        search = GridSearchCV(model, grid, scoring=scoring, cv=splitter, n_jobs=-1, refit=False, error_score="raise")
+        with joblib.parallel_backend("ray"):
+            search.fit(features[rows], target[rows])
+    else:
+        # Sequential search: each XGBoost fit already uses n_jobs threads, and joblib workers on top would
+        # oversubscribe the cores without changing the result.
+        search = GridSearchCV(model, grid, scoring=scoring, cv=splitter, n_jobs=1, refit=False, error_score="raise")
+        search.fit(features[rows], target[rows])
     seconds = time.perf_counter() - start
     res = search.cv_results_
     candidates = [
@@ -203,6 +215,12 @@ class CrossFitNuisance(BaseEstimator):
         XGBoost threads per model.
     random_state : int
         The run's seed; children are derived per model, fold split and subsample.
+    use_ray : bool
+        Run each cross-fitting fold as a Ray task and the grid search's fits through Ray's joblib backend (needs
+        ``pip install creative-insights[ray]``; joins the running Ray instance or starts a local one). The numbers
+        are the same as without Ray: every fit is seeded the same way wherever it runs.
+    ray_remote_func_options : mapping, optional
+        Options of the fold tasks, e.g. ``{"num_cpus": 1}``.
 
     Attributes
     ----------
@@ -235,6 +253,8 @@ class CrossFitNuisance(BaseEstimator):
         tune_max_rows: int | None = 50_000,
         n_jobs: int = 1,
         random_state: int = 0,
+        use_ray: bool = False,
+        ray_remote_func_options: Mapping[str, Any] | None = None,
     ):
         self.classifier_params = classifier_params
         self.regressor_params = regressor_params
@@ -246,6 +266,8 @@ class CrossFitNuisance(BaseEstimator):
         self.tune_max_rows = tune_max_rows
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.use_ray = use_ray
+        self.ray_remote_func_options = ray_remote_func_options
 
     def fit(self, features: np.ndarray | pd.DataFrame, t: np.ndarray, y: np.ndarray) -> CrossFitNuisance:
         """Tune (optionally) and cross-fit both nuisance models.
@@ -298,6 +320,7 @@ class CrossFitNuisance(BaseEstimator):
                     max_rows=self.tune_max_rows,
                     seed=derive_seed(seed, f"tune_{role}"),
                     key=f"nuisance.grid.{role}",
+                    use_ray=self.use_ray,
                 )
                 params.update(result["best_params"])
                 self.tuning_[role] = result
@@ -307,15 +330,23 @@ class CrossFitNuisance(BaseEstimator):
         self.folds_ = [(train, test) for train, test in splitter.split(np.zeros((n, 1)), t)]
         self.propensity_ = np.full(n, np.nan)
         self.outcome_ = np.full(n, np.nan)
-        for k, (train, test) in enumerate(self.folds_):
-            clf = make_classifier(
-                self.classifier_params_, seed=derive_seed(seed, f"propensity_{k}"), n_jobs=self.n_jobs
-            )
-            clf.fit(features[train], t[train])
-            self.propensity_[test] = clf.predict_proba(features[test])[:, 1]
-            reg = make_regressor(self.regressor_params_, seed=derive_seed(seed, f"outcome_{k}"), n_jobs=self.n_jobs)
-            reg.fit(features[train], y[train])
-            self.outcome_[test] = reg.predict(features[test])
+        jobs = [
+            (train, test, derive_seed(seed, f"propensity_{k}"), derive_seed(seed, f"outcome_{k}"))
+            for k, (train, test) in enumerate(self.folds_)
+        ]
+        fixed = (self.classifier_params_, self.regressor_params_, self.n_jobs)
+        if self.use_ray:
+            import ray
+
+            # One Ray task per fold; the arrays go to the object store once, not once per task.
+            remote = ray.remote(_fit_fold).options(**(self.ray_remote_func_options or {}))
+            refs = [ray.put(a) for a in (features, t, y)]
+            outputs = ray.get([remote.remote(*refs, *job, *fixed) for job in jobs])
+        else:
+            outputs = [_fit_fold(features, t, y, *job, *fixed) for job in jobs]
+        for (_, test, _, _), (e_test, m_test) in zip(jobs, outputs):
+            self.propensity_[test] = e_test
+            self.outcome_[test] = m_test
         done = time.perf_counter()
         self.seconds_ = {"tune": tuned - start, "crossfit": done - tuned}
         self.scores_ = _oof_scores(t, y, self.propensity_, self.outcome_)
@@ -346,6 +377,24 @@ class CrossFitNuisance(BaseEstimator):
         }
 
 
+def _fit_fold(
+    features: np.ndarray,
+    t: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    seed_t: int,
+    seed_y: int,
+    classifier_params: dict[str, Any],
+    regressor_params: dict[str, Any],
+    n_jobs: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit both nuisance models on ``train`` rows; return e(x) and m(x) on ``test`` rows (shape (len(test),))."""
+    clf = make_classifier(classifier_params, seed=seed_t, n_jobs=n_jobs).fit(features[train], t[train])
+    reg = make_regressor(regressor_params, seed=seed_y, n_jobs=n_jobs).fit(features[train], y[train])
+    return clf.predict_proba(features[test])[:, 1], reg.predict(features[test])
+
+
 def _oof_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, m: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import log_loss, roc_auc_score
 
@@ -364,13 +413,26 @@ def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
     Parameters
     ----------
     cfg : mapping
-        ``nuisance`` node: ``folds``, ``n_jobs``, ``classifier``, ``regressor``, and for tuning ``tune`` (bool),
-        ``tune_folds``, ``tune_max_rows`` and ``grid.classifier`` / ``grid.regressor``.
+        ``nuisance`` node: ``folds``, ``n_jobs``, ``classifier``, ``regressor``, for tuning ``tune`` (bool),
+        ``tune_folds``, ``tune_max_rows`` and ``grid.classifier`` / ``grid.regressor``, and ``use_ray``,
+        ``ray_remote_func_options``.
     seed : int
         The run's seed.
     """
     cfg = dict(cfg)
-    allowed = {"name", "folds", "n_jobs", "classifier", "regressor", "tune", "tune_folds", "tune_max_rows", "grid"}
+    allowed = {
+        "name",
+        "folds",
+        "n_jobs",
+        "classifier",
+        "regressor",
+        "tune",
+        "tune_folds",
+        "tune_max_rows",
+        "grid",
+        "use_ray",
+        "ray_remote_func_options",
+    }
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ValueError(f"config group nuisance: unknown key(s) {unknown}; allowed {sorted(allowed)}")
@@ -389,6 +451,8 @@ def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
         tune_max_rows=None if cfg.get("tune_max_rows") is None else int(cfg["tune_max_rows"]),
         n_jobs=int(cfg.get("n_jobs", 1)),
         random_state=int(seed),
+        use_ray=bool(cfg.get("use_ray", False)),
+        ray_remote_func_options=_plain(cfg.get("ray_remote_func_options")),
     )
 
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ class RunContext:
     timings: dict[str, float] = field(default_factory=dict)
     _nuisance: CrossFitNuisance | None = None
 
-    @property
+    @cached_property
     def features(self) -> pd.DataFrame:
         """Nuisance features: confounders W plus any modifier column not already in W, shape (n, p)."""
         ds = self.dataset
@@ -143,7 +144,7 @@ def step_overlap(ctx: RunContext) -> dict[str, Any]:
 def step_dml(ctx: RunContext) -> None:
     """Naive difference, the configured estimator (ATE, group CATEs, heterogeneity tests), moderation.
 
-    Writes the top-level ``naive``, ``ate``, ``ate_partially_linear``, ``ate_econml``, ``cate_by_group``,
+    Writes the top-level ``naive``, ``ate``, ``ate_partially_linear``, ``ate_econml`` (LinearDML), ``cate_by_group``,
     ``heterogeneity``, ``moderation``, ``estimator`` and (with ``dml.compare``) ``estimates`` keys, and
     ``cate_by_group.png``.
     """
@@ -158,7 +159,6 @@ def step_dml(ctx: RunContext) -> None:
         "y": y,
         "t": t,
         "X": ds.X.loc[keep].reset_index(drop=True),
-        "W": ds.W.loc[keep].reset_index(drop=True),
         "propensity": nuis.propensity_[keep],
         "outcome": nuis.outcome_[keep],
         "groups": groups,
@@ -185,8 +185,9 @@ def step_dml(ctx: RunContext) -> None:
     if opts.get("moderation", True) and ds.roles.modifiers:
         start = time.perf_counter()
         frame = ds.frame.loc[keep].reset_index(drop=True)
+        w_used = ds.W.loc[keep].reset_index(drop=True)
         ctx.results["moderation"] = {
-            mod: dml.moderation(y, t, frame[mod], fit_args["W"], alpha=ctx.alpha) for mod in ds.roles.modifiers
+            mod: dml.moderation(y, t, frame[mod], w_used, alpha=ctx.alpha) for mod in ds.roles.modifiers
         }
         ctx.timings["moderation"] = time.perf_counter() - start
     if opts.get("plots", True) and ctx.results.get("cate_by_group"):
@@ -200,7 +201,7 @@ def step_dml(ctx: RunContext) -> None:
 
 def _estimate_summary(fit: dml.EffectEstimate) -> dict[str, Any]:
     keys = ("ate", "ate_partially_linear", "ate_econml", "cate_by_group", "heterogeneity")
-    return {k: fit.results[k] for k in keys}
+    return {k: fit.results[k] for k in keys if k in fit.results}
 
 
 def _external(target: str) -> StepFn:
