@@ -23,7 +23,18 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("numpy", "pandas", "scikit-learn", "econml", "xgboost", "statsmodels", "matplotlib", "hydra-core", "torch")
+PACKAGES = (
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "econml",
+    "xgboost",
+    "xgboost-cpu",
+    "statsmodels",
+    "matplotlib",
+    "hydra-core",
+    "torch",
+)
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 _CSS = """
@@ -205,8 +216,8 @@ def plot_mediation_diagram(mediation: Mapping[str, Any]) -> bytes | None:
     arrow("M", "Y", f"b = {fmt(paths.get('path_b'))}", (1.3, 0.3))
     arrow("T", "Y", f"direct c' = {fmt(mediation.get('direct'))}", (0, -0.55))
     ax.text(
-        5.0,
-        2.6,
+        8.4,
+        4.6,
         f"indirect a·b = {fmt(mediation.get('indirect'))}\ntotal c = {fmt(mediation.get('total'))}",
         ha="center",
         fontsize=8.5,
