@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +22,7 @@ pytestmark = [
     pytest.mark.skipif(ray is None, reason='ray is not installed: pip install -e ".[ray]"'),
 ]
 
+REPO = Path(__file__).resolve().parents[1]
 SMALL = {"n_estimators": 40, "max_depth": 3, "learning_rate": 0.2}
 FOREST = {"name": "causal_forest", "n_estimators": 40, "subforest_size": 4, "min_samples_leaf": 20, "n_jobs": 1}
 
@@ -51,11 +55,7 @@ def _crossfit(catalog, use_ray: bool) -> CrossFitNuisance:
     return CrossFitNuisance(
         classifier_params=SMALL,
         regressor_params=SMALL,
-        classifier_grid={"max_depth": [2, 3]},
-        regressor_grid={"max_depth": [2, 3]},
-        tune=True,
         n_folds=3,
-        tune_folds=2,
         random_state=5,
         use_ray=use_ray,
         ray_remote_func_options={"num_cpus": 1},
@@ -72,10 +72,6 @@ def test_crossfit_on_ray_equals_the_local_crossfit(fits):
     local, remote = fits[False], fits[True]
     np.testing.assert_array_equal(remote.propensity_, local.propensity_)
     np.testing.assert_array_equal(remote.outcome_, local.outcome_)
-    assert remote.classifier_params_ == local.classifier_params_
-    assert remote.regressor_params_ == local.regressor_params_
-    for role in ("classifier", "regressor"):
-        assert remote.tuning_[role]["candidates"] == local.tuning_[role]["candidates"]
     # The nuisances are good enough for the DML comparison below to be a comparison of real fits.
     assert local.scores_["propensity_auc"] > 0.65 and local.scores_["outcome_r2"] > 0.3
 
@@ -104,3 +100,33 @@ def test_dml_fit_with_use_ray_equals_the_local_fit(fits, catalog, estimator):
     # ... and they are a real fit: the sample's true ATE (mean of 0.5 + 0.25 * group) is within 4 standard errors.
     ate = results[True]["ate"]
     assert abs(ate["estimate"] - true_ate) < 4 * ate["stderr"]
+
+
+@pytest.mark.slow
+def test_pipeline_with_estimator_use_ray_gives_the_same_results(ray_local, tmp_path):
+    """The configured pipeline end to end: grid search through Ray's joblib backend, folds as Ray tasks, the forest
+    with EconML's use_ray; every number in results.json is the local run's."""
+    from hydra import compose, initialize_config_dir
+
+    from causal.pipeline import run
+
+    shrink = [
+        "data.n_titles=100",
+        "nuisance=xgboost_grid",
+        "nuisance.folds=3",
+        "nuisance.tune_folds=2",
+        "nuisance.grid.classifier.n_estimators=[40]",
+        "nuisance.grid.regressor.n_estimators=[40]",
+        "estimator=causal_forest",
+        "estimator.n_estimators=40",
+    ]
+    for use_ray in (False, True):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[*shrink, f"estimator.use_ray={use_ray}"])
+        assert cfg.nuisance.use_ray is use_ray  # the nuisance cross-fit follows estimator.use_ray
+        run(cfg, tmp_path / str(use_ray))
+    local, remote = (json.loads((tmp_path / str(u) / "results.json").read_text()) for u in (False, True))
+    # The run echoes its estimator config; that flag is the one thing allowed to differ.
+    assert (local["estimator"].pop("use_ray"), remote["estimator"].pop("use_ray")) == (False, True)
+    assert remote == local
+    assert local["ate"]["stderr"] > 0 and local["nuisance"]["tuned"]
