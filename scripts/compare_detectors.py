@@ -7,7 +7,9 @@
 Each variant in conf/compare_detectors.yaml is a list of overrides of conf/evaluate.yaml, so any row can be
 reproduced with scripts/evaluate_detector.py and the same overrides. Images are decoded once per decode size, as
 `annotate` decodes them; the timing covers detection only (after one warm-up image that loads the model), the
-fastest of `repeats` passes. Writes comparison.csv and metrics_<variant>.json into the Hydra run directory.
+fastest of `repeats` passes. AP intervals come from a bootstrap over the images (within each domain), with the
+differences to the `reference` variant paired. Writes comparison.csv, ap_intervals.csv, metrics_<variant>.json and
+detections_<variant>.csv (original pixels) into the Hydra run directory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import hydra
 import numpy as np
 import pandas as pd
@@ -155,7 +158,13 @@ def main(cfg: DictConfig) -> None:
     unknown = [n for n in names if n not in cfg.variants]
     if unknown:
         sys.exit(f"only: unknown variant(s) {unknown}; known: {list(cfg.variants)}")
-    configure_threads(cfg.vision.get("num_threads"))
+    reference = cfg.reference or names[0]
+    if reference not in names:
+        sys.exit(f"reference={reference}: not among the variants run {names}")
+    names = [reference, *[n for n in names if n != reference]]
+    # The same thread count for torch (MTCNN) and OpenCV (YuNet), so speeds compare like for like;
+    # vision.num_threads=1 gives per-core speeds, which a shared machine disturbs least.
+    cv2.setNumThreads(configure_threads(cfg.vision.get("num_threads")))
     group_by = [c for c in cfg.group_by if c in labels.columns]
     label_ids = list(labels["image_id"].unique())
     domains = image_groups(labels, cfg.domain_column) if cfg.domain_column in labels.columns else None
@@ -183,6 +192,7 @@ def main(cfg: DictConfig) -> None:
         result["detector"] = OmegaConf.to_container(vcfg.vision.detector, resolve=True)
         result["overrides"] = list(cfg.variants[name])
         result["images_per_second"] = ips
+        faces.to_csv(out / f"detections_{name}.csv", index=False)
         (out / f"metrics_{name}.json").write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
         row = table_row(name, result, cfg.domain_column, ips)
         if cfg.bootstrap:
@@ -193,11 +203,12 @@ def main(cfg: DictConfig) -> None:
                     intervals.append(
                         {"detector": name, "AP": column, "estimate": row[column], "ci_low": lo, "ci_high": hi}
                     )
-                    if name != names[0] and key in boot[names[0]]:
-                        diff = boot[name][key] - boot[names[0]][key]
+                    if name != reference and key in boot.get(reference, {}):
+                        diff = boot[name][key] - boot[reference][key]
                         lo, hi = np.nanpercentile(diff, [2.5, 97.5])
+                        ref_row = next(r for r in rows if r["detector"] == reference)
                         intervals[-1].update(
-                            {f"minus_{names[0]}": row[column] - rows[0][column], "diff_low": lo, "diff_high": hi}
+                            {f"minus_{reference}": row[column] - ref_row[column], "diff_low": lo, "diff_high": hi}
                         )
         rows.append(row)
         print(f"{name}: AP50 {result['ap50']:.3f}, {ips:.2f} images/s", file=sys.stderr)
@@ -205,17 +216,20 @@ def main(cfg: DictConfig) -> None:
     table.to_csv(out / "comparison.csv", index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
         print(f"{len(label_ids)} labeled images; AP at IoU 0.5 over the full PR curve; P/R and image-level rates at")
-        print("each detector's operating threshold (thr); img/s = detection only, on " + str(resolve_device("auto")))
+        print(
+            f"each detector's operating threshold (thr); img/s = detection only, on {resolve_device('auto')} with "
+            f"{cv2.getNumThreads()} thread(s)"
+        )
         print(table.to_string(index=False))
         if intervals:
             ci = pd.DataFrame(intervals)
             ci.to_csv(out / "ap_intervals.csv", index=False)
             print(
                 f"\nAP@0.5 95% bootstrap intervals ({cfg.bootstrap} resamples of the images within each "
-                f"{cfg.domain_column}; differences paired, against {names[0]}):"
+                f"{cfg.domain_column}; differences paired, against {reference}):"
             )
             print(ci.to_string(index=False))
-    print(f"wrote comparison.csv, ap_intervals.csv and metrics_<variant>.json to {out}")
+    print(f"wrote comparison.csv, ap_intervals.csv, metrics_<variant>.json, detections_<variant>.csv to {out}")
 
 
 if __name__ == "__main__":
