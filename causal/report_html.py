@@ -280,11 +280,12 @@ def plain_summary(results: Mapping[str, Any], evaluation: Mapping[str, Any] | No
     if evaluation:
         il = evaluation.get("image_level") or {}
         if il.get("sensitivity") is not None:
-            parts.append(
-                f"The face detector found faces in {_num(100 * il['sensitivity'], 3)}% of labelled "
-                f"images that have one and wrongly in {_num(100 * (1 - il['specificity']), 3)}% of those "
-                "without."
+            text = (
+                f"The face detector found faces in {_num(100 * il['sensitivity'], 3)}% of labelled images that have one"
             )
+            if il.get("specificity") is not None:
+                text += f" and wrongly in {_num(100 * (1 - il['specificity']), 3)}% of those without"
+            parts.append(text + ".")
     if results.get("truth"):
         parts.append(
             "The engagement data here are <i>simulated</i> with a known true effect (marked in red), "

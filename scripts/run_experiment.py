@@ -186,6 +186,7 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> tuple[dict, dict]:
 
             start = time.perf_counter()
             opts = _plain(_select(cfg, "evaluate", {})) or {}
+            opts = {k: opts[k] for k in ("iou_threshold", "score_threshold", "group_by") if k in opts}
             key = cache_key("evaluate", {"labels": labels, **opts}, [labels, ann / "faces", ann / "images"])
             if cache.restore("evaluate", key, out_dir):
                 info["evaluate_cached"] = True
