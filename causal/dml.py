@@ -267,6 +267,8 @@ def moderation(
 ) -> dict[str, Any]:
     """Baron & Kenny moderation: OLS of y on T, the moderator, T x moderator and confounders, HC3 SEs.
 
+    Fitted by :func:`ols_hc3` (statsmodels' HC3 numbers in O(n p) memory).
+
     A categorical moderator enters as dummies (reference: its most frequent level) and each T x level term is the
     difference in effect from the reference level; a numeric one is centred, so the T coefficient is the effect at
     the moderator's mean.
@@ -287,8 +289,6 @@ def moderation(
         or mean), ``interactions`` ([{"term", "level", estimate, stderr, ci, p_value}]), ``joint`` (Wald test of
         all interaction terms: ``chi2``, ``df``, ``p_value``), ``cov_type`` ("HC3"), ``n``.
     """
-    import statsmodels.api as sm
-
     y = np.asarray(y, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
     numeric = pd.api.types.is_numeric_dtype(moderator) and not pd.api.types.is_bool_dtype(moderator)
@@ -309,60 +309,171 @@ def moderation(
     if main is None:
         return {"kind": "categorical", "reference": reference, "note": "moderator has one level; nothing to test"}
     head = np.column_stack([np.ones_like(t), t, t[:, None] * main, main])
-    extra = _independent_columns(head, confounders.to_numpy(dtype=np.float64))
-    design = np.column_stack([head, extra])
     k = main.shape[1]
-    fit = sm.OLS(y, design).fit(cov_type="HC3")
-    params, bse, cov = np.asarray(fit.params), np.asarray(fit.bse), np.asarray(fit.cov_params())
+    params, cov, kept = ols_hc3(y, head, confounders.to_numpy(dtype=np.float64))
+    bse = np.sqrt(np.diag(cov))
     inter = slice(2, 2 + k)
     z = _z(alpha)
     interactions = []
     for j, name in enumerate(names):
         est, se = params[2 + j], bse[2 + j]
+        identified = bool(kept[2 + j])
         interactions.append(
             {
                 "term": f"T x {name}",
                 "level": name,
-                "estimate": float(est),
-                "stderr": float(se),
-                "ci_low": float(est - z * se),
-                "ci_high": float(est + z * se),
-                "p_value": float(2 * stats.norm.sf(abs(est / se))) if se > 0 else float("nan"),
+                "estimate": float(est) if identified else float("nan"),
+                "stderr": float(se) if identified else float("nan"),
+                "ci_low": float(est - z * se) if identified else float("nan"),
+                "ci_high": float(est + z * se) if identified else float("nan"),
+                "p_value": float(2 * stats.norm.sf(abs(est / se))) if identified and se > 0 else float("nan"),
+                **({} if identified else {"note": "not identified: no treated (or no control) unit at this level"}),
             }
         )
-    b = params[inter]
-    v = cov[inter, inter]
-    chi2 = float(b @ np.linalg.pinv(v) @ b)
+    ok = kept[inter]
+    b = params[inter][ok]
+    v = cov[inter, inter][np.ix_(ok, ok)]
+    chi2 = float(b @ np.linalg.solve(v, b)) if ok.any() else float("nan")
     return {
         "kind": "numeric" if numeric else "categorical",
         "reference": reference,
         "treatment": effect(params[1], bse[1], alpha),
         "interactions": interactions,
-        "joint": {"chi2": chi2, "df": k, "p_value": float(stats.chi2.sf(chi2, k))},
+        "joint": {"chi2": chi2, "df": int(ok.sum()), "p_value": float(stats.chi2.sf(chi2, int(ok.sum())))},
         "cov_type": "HC3",
         "n": int(len(y)),
     }
 
 
-def _independent_columns(base: np.ndarray, candidates: np.ndarray, tol: float = 1e-6) -> np.ndarray:
-    """Columns of ``candidates`` not in the span of ``base`` and of the candidates kept before them.
+def ols_hc3(
+    y: np.ndarray, head: np.ndarray, controls: np.ndarray, *, tol: float = 1e-9, chunk: int = 250_000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OLS of y on [head, controls] with HC3 covariance, in O(n p) memory; the ``head`` coefficients are returned.
 
-    Confounders usually include the moderator's own dummies (genre is both a confounder and a modifier); an exact
-    duplicate makes the OLS design singular and the HC3 leverages meaningless, so it is dropped (Gram-Schmidt on the
-    columns, O(n p^2)).
+    Gives statsmodels' ``OLS(y, design).fit(cov_type="HC3")`` numbers (checked in the tests) without its (n, p)
+    pseudo-inverse and SVD copies, which at 1M rows took minutes and gigabytes. Controls are centred and scaled
+    (their coefficients are not reported, and affine changes of them leave the others unchanged) and a column that
+    is (numerically) a linear combination of the columns before it is dropped -- the moderator's dummies are
+    usually among the confounders. HC3: cov = A (sum_i x_i x_i' (e_i / (1 - h_ii))^2) A with A = (X'X)^-1.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,)
+    head : ndarray of shape (n, k)
+        Columns whose coefficients are wanted (intercept first).
+    controls : ndarray of shape (n, p)
+    tol : float
+        A column is dropped when its residual variance given the kept columns is below ``tol`` of its variance.
+    chunk : int
+        Rows per block for the leverages and the HC3 "meat".
+
+    Returns
+    -------
+    params : ndarray of shape (k,)
+        The intercept (column 0) is at the controls' means, since they are centred.
+    cov : ndarray of shape (k, k)
+    kept : ndarray of bool, shape (k,)
+        Head columns that are identified; params and cov entries of the others are NaN.
     """
-    q, _ = np.linalg.qr(base)
-    kept = []
-    for j in range(candidates.shape[1]):
-        col = candidates[:, j]
-        spread = np.linalg.norm(col - col.mean())
-        resid = col - q @ (q.T @ col)
-        size = np.linalg.norm(resid)
-        # Relative to the column's own spread: base holds the intercept, so a constant column has nothing left.
-        if spread > 0 and size / spread > tol:
-            kept.append(j)
-            q = np.column_stack([q, resid / size])
-    return candidates[:, kept]
+    live = [j for j in range(controls.shape[1]) if controls[:, j].std() > 0]
+    design = np.empty((len(y), head.shape[1] + len(live)))
+    design[:, : head.shape[1]] = head
+    for i, j in enumerate(live, start=head.shape[1]):  # one column at a time: no second (n, p) copy
+        col = controls[:, j]
+        design[:, i] = (col - col.mean()) / col.std()
+    gram = design.T @ design
+    scale = np.where(np.diag(gram) > 0, np.diag(gram), 1.0)
+    keep: list[int] = []
+    for j in range(design.shape[1]):
+        if gram[j, j] == 0:
+            continue
+        if keep:
+            g = gram[np.ix_(keep, keep)]
+            resid = gram[j, j] - gram[j, keep] @ np.linalg.solve(g, gram[keep, j])
+        else:
+            resid = gram[j, j]
+        if resid > tol * scale[j]:
+            keep.append(j)
+    a = np.linalg.inv(gram[np.ix_(keep, keep)])
+    beta = a @ (design.T @ y)[keep]
+    meat = np.zeros_like(a)
+    for start in range(0, len(y), chunk):
+        block = design[start : start + chunk][:, keep]
+        resid = y[start : start + chunk] - block @ beta
+        lev = np.einsum("ij,ij->i", block @ a, block)
+        w = (resid / (1.0 - lev)) ** 2
+        meat += (block * w[:, None]).T @ block
+    cov_all = a @ meat @ a
+    k = head.shape[1]
+    kept = np.array([j in keep for j in range(k)])
+    pos = {j: i for i, j in enumerate(keep)}
+    params = np.full(k, np.nan)
+    cov = np.full((k, k), np.nan)
+    idx = [pos[j] for j in range(k) if kept[j]]
+    params[kept] = beta[idx]
+    cov[np.ix_(kept, kept)] = cov_all[np.ix_(idx, idx)]
+    return params, cov, kept
+
+
+def oob_cate(est: Any, X: np.ndarray, *, max_distinct: float = 0.1) -> np.ndarray:
+    """Out-of-bag CATE of a fitted ``CausalForestDML`` for each of its training rows.
+
+    Equals EconML's ``model_cate.oob_predict(X)``. When X has few distinct rows (modifiers such as genre x country
+    cells), it is computed from the forest's statistics on the distinct rows minus each tree's contribution on
+    its own in-bag rows -- about ``n_trees * rows_per_tree`` tree evaluations instead of ``n_trees * n``, which at
+    1M rows turns minutes into seconds. Otherwise it calls ``oob_predict``.
+
+    Parameters
+    ----------
+    est : fitted CausalForestDML (single outcome, single treatment)
+    X : ndarray of shape (n, q)
+        The modifiers it was fitted on, same rows and order.
+    max_distinct : float
+        Use the fast path when distinct rows <= ``max_distinct * n``.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        NaN for a row that was in the bag of every tree.
+    """
+    multi = est.model_cate
+    forest = multi.estimators_[0] if hasattr(multi, "estimators_") and len(multi.estimators_) == 1 else None
+    # Hash-based grouping of identical rows (np.unique(axis=0) sorts rows lexicographically: seconds at 1M).
+    inverse = pd.DataFrame(X).groupby(list(range(X.shape[1])), sort=False).ngroup().to_numpy()
+    first = np.unique(inverse, return_index=True)[1]
+    distinct = X[first]
+    if forest is None or not hasattr(forest, "get_subsample_inds") or len(distinct) > max_distinct * len(X):
+        return np.asarray(multi.oob_predict(X), dtype=np.float64).reshape(len(X), -1)[:, 0]
+    k = forest.n_outputs_
+    n = len(X)
+    alpha = np.zeros((n, k))
+    jac = np.zeros((n, k * k))
+    counts = np.full(n, len(forest.estimators_), dtype=np.int64)
+    total_alpha = np.zeros((len(distinct), k))
+    total_jac = np.zeros((len(distinct), k * k))
+    # The same accumulation as econml's _accumulate_oob_preds, reorganised: all trees on the distinct rows,
+    # minus each tree on the rows it was grown (or honestly estimated) on.
+    for tree, inbag in zip(forest.estimators_, forest.get_subsample_inds()):
+        a_u, j_u = tree.predict_alpha_and_jac(distinct.astype(np.float64))
+        total_alpha += a_u
+        total_jac += j_u
+        rows = inbag  # drawn without replacement, so each row once
+        alpha[rows] -= a_u[inverse[rows]]
+        jac[rows] -= j_u[inverse[rows]]
+        counts[rows] -= 1
+    alpha += total_alpha[inverse]
+    jac += total_jac[inverse]
+    ok = counts > 0
+    alpha[ok] /= counts[ok, None]
+    jac[ok] /= counts[ok, None]
+    jac = jac.reshape(n, k, k)[ok]
+    try:  # a batched solve is several times faster than the pseudo-inverse EconML uses, and equal when regular
+        theta = np.linalg.solve(jac, alpha[ok][..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        theta = np.einsum("ijk,ik->ij", np.linalg.pinv(jac), alpha[ok])
+    tau = np.full(n, np.nan)
+    tau[ok] = theta[:, 0]
+    return tau
 
 
 @dataclass
@@ -511,8 +622,7 @@ def estimate(
         # Out-of-bag CATE, so each unit's score uses trees that never saw it. With these scores the mean below is
         # exactly CausalForestDML.ate_ (drate=True; checked in the tests), so EconML's own pass is switched off:
         # at 1M rows each out-of-bag pass over the forest costs as much as fitting it.
-        forest = est.model_cate
-        tau = np.asarray(forest.oob_predict(x_arr), dtype=np.float64).reshape(len(y), -1)[:, 0]
+        tau = oob_cate(est, x_arr)
         missing = np.isnan(tau)
         if missing.any():
             log.warning("%d units have no out-of-bag forest prediction; using the full-forest CATE", missing.sum())

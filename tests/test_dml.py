@@ -299,3 +299,50 @@ def test_linear_dml_without_modifiers_reports_a_constant_cate():
     assert fit.results["ate_econml"]["estimate"] == pytest.approx(fit.results["ate_partially_linear"]["estimate"])
     assert abs(fit.results["ate"]["estimate"] - tau.mean()) < 4 * fit.results["ate"]["stderr"]
     assert fit.results["cate_by_group"] == {} and fit.results["heterogeneity"]["blp"]["beta_het"] is None
+
+
+@pytest.mark.parametrize("collinear", [False, True])
+def test_ols_hc3_matches_statsmodels(collinear):
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(9)
+    n = 1500
+    head = np.column_stack([np.ones(n), rng.binomial(1, 0.4, n), rng.integers(0, 2, n)])
+    controls = np.column_stack([rng.normal(size=n) * 50 + 2000, rng.exponential(size=n)])
+    y = head @ [1.0, 0.5, -0.3] + 0.01 * controls[:, 0] + rng.standard_t(4, size=n) * (1 + head[:, 1])
+    if collinear:  # a duplicate of a head column and a constant, as confounders often hold
+        controls = np.column_stack([controls, head[:, 2] * 3 + 1, np.full(n, 7.0)])
+    params, cov, kept = dml.ols_hc3(y, head, controls, chunk=400)  # several blocks
+    ref = sm.OLS(y, np.column_stack([head, controls[:, :2]])).fit(cov_type="HC3")
+    assert kept.all()
+    # Every coefficient but the intercept (which refers to centred controls here) is statsmodels' own.
+    np.testing.assert_allclose(params[1:], ref.params[1:3], rtol=1e-9)
+    np.testing.assert_allclose(cov[1:, 1:], ref.cov_params()[1:3, 1:3], rtol=1e-7)
+
+
+def test_moderation_level_without_treated_units_is_not_identified():
+    rng = np.random.default_rng(10)
+    n = 900
+    mod = pd.Series(np.repeat(["a", "b", "c"], n // 3), name="m")
+    t = np.where(mod == "c", 0, rng.binomial(1, 0.5, n))  # level c never treated
+    y = t * np.where(mod == "b", 2.0, 1.0) + rng.normal(size=n)
+    res = dml.moderation(y, t, mod, pd.DataFrame({"w": rng.normal(size=n)}))
+    by = {r["level"]: r for r in res["interactions"]}
+    assert np.isnan(by["c"]["estimate"]) and "not identified" in by["c"]["note"]
+    assert abs(by["b"]["estimate"] - 1.0) < 4 * by["b"]["stderr"] and res["joint"]["df"] == 1
+
+
+def test_fast_out_of_bag_cate_equals_econml_oob_predict():
+    rng = np.random.default_rng(12)
+    n = 3000
+    g, c = rng.integers(0, 4, n), rng.integers(0, 3, n)
+    x = np.column_stack([np.eye(4)[g][:, 1:], np.eye(3)[c][:, 1:]])  # 12 distinct rows
+    e = np.full(n, 0.5)
+    t = rng.binomial(1, e)
+    y = t * (1.0 + 0.3 * g) + rng.normal(size=n)
+    cfg = {"name": "causal_forest", "n_estimators": 24, "min_samples_leaf": 10, "max_samples_rows": 600, "n_jobs": 1}
+    est = dml.make_estimator(cfg, y=y, t=t, propensity=e, outcome=0.5 * (1.0 + 0.3 * g), n_rows=n, seed=3)
+    est.fit(y, t, X=x)
+    reference = np.asarray(est.model_cate.oob_predict(x)).reshape(n, -1)[:, 0]
+    np.testing.assert_allclose(dml.oob_cate(est, x), reference, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dml.oob_cate(est, x, max_distinct=0.0), reference, rtol=1e-12)  # the fallback
