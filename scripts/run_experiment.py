@@ -132,14 +132,15 @@ def split_steps(steps: list[str]) -> tuple[list[str], list[str], bool]:
 
 
 def annotations_dir(cfg: DictConfig) -> Path | None:
-    """``paths.annotations``, or outputs/annotations/<input folder name>-<hash of the vision config> for `input`."""
+    """``paths.annotations``, or <paths.outputs>/annotations/<parent_folder>-<vision config hash> for ``input``."""
     explicit = _select(cfg, "paths.annotations")
     if explicit:
         return Path(explicit)
     if not _select(cfg, "input"):
         return None
     root = Path(_select(cfg, "paths.outputs", "outputs"))
-    return root / "annotations" / f"{Path(cfg.input).name}-{_short_hash(_plain(cfg.vision))}"
+    slug = "_".join(Path(cfg.input).resolve().parts[-2:])  # e.g. assets_sample_images
+    return root / "annotations" / f"{slug}-{_short_hash(_plain(cfg.vision))}"
 
 
 def causal_key(cfg: DictConfig) -> str:
