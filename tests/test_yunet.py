@@ -144,10 +144,14 @@ def test_mixed_sizes_map_back_to_each_input(detector, astronaut):
             _assert_our_landmark_order(det.landmarks[0])
 
 
-def test_min_prob_cuts(astronaut):
-    (low,) = YuNetDetector(min_prob=0.0, device="cpu").detect([astronaut])
+def test_min_prob_and_max_faces_cut(astronaut):
     (high,) = YuNetDetector(min_prob=0.999, device="cpu").detect([astronaut])
-    assert len(low) >= 1 and len(high) == 0
+    assert len(high) == 0
+    (every,) = YuNetDetector(min_prob=0.0, max_faces=None, device="cpu").detect([astronaut])
+    (capped,) = YuNetDetector(min_prob=0.0, max_faces=5, device="cpu").detect([astronaut])
+    assert len(every) > 5 and len(capped) == 5
+    assert np.allclose(capped.probs, every.probs[:5]) and np.allclose(capped.boxes, every.boxes[:5])
+    assert _iou(capped.boxes[0], ASTRONAUT_BOX) > 0.5  # the face scores highest
 
 
 def test_pickles_after_use(detector, astronaut):
@@ -165,6 +169,7 @@ def test_pickles_after_use(detector, astronaut):
         ({"scales": []}, "scales"),
         ({"nms_threshold": 0.0}, "nms_threshold"),
         ({"top_k": 0}, "top_k"),
+        ({"max_faces": 0}, "max_faces"),
     ],
 )
 def test_bad_config_names_the_key(kwargs, key):
