@@ -303,7 +303,7 @@ def _assumptions(results: Mapping[str, Any], evaluation: Mapping[str, Any] | Non
     if il.get("sensitivity") is not None:
         check = (
             f"detector on labelled images: sensitivity {_num(il['sensitivity'], 3)}, specificity "
-            f"{_num(il['specificity'], 3)} (section Detector)"
+            f"{_num(il['specificity'], 3)} (section Face detector)"
         )
     else:
         check = "no labelled detector evaluation in this run (give labels= to run one)"
