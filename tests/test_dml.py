@@ -225,7 +225,8 @@ def test_forest_ate_is_econml_doubly_robust_ate(catalog_fit):
         outcome=nuis.outcome_,
         n_rows=len(ds.y),
         seed=0,
-    ).set_params(drate=True)
+    )
+    est.drate = True  # EconML estimators are not sklearn BaseEstimators: no set_params
     est.fit(ds.y, ds.t.astype(np.int64), X=ds.X.to_numpy(dtype=np.float64))
     assert fit.results["ate"]["estimate"] == pytest.approx(float(np.ravel(est.ate_)[0]), rel=1e-10)
     # EconML divides by sqrt(n) a standard deviation with ddof=0; ours uses ddof=1.
