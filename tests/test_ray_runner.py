@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -84,6 +85,26 @@ except ImportError as err:
     assert 'IMPORT-ERROR: Ray is not installed; install the optional extra: pip install "creative-insights[ray]"' in (
         out.stdout
     )
+
+
+@requires_ray
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    ("address", "error", "message"),
+    [
+        ("127.0.0.1:1", ConnectionError, "cannot reach the Ray cluster at ray.address='127.0.0.1:1'"),
+        ("ray://127.0.0.1:1", ConnectionError, "cannot reach the Ray cluster at ray.address='ray://127.0.0.1:1'"),
+        ("my-cluster", ValueError, "ray.address: expected null, 'auto', 'HOST:PORT'"),
+    ],
+)
+def test_unreachable_ray_address_fails_fast_naming_the_key(address, error, message):
+    from vision.ray_runner import init_ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already connected in this process")
+    with pytest.raises(error, match=re.escape(message)):
+        init_ray({"address": address})
+    assert not ray.is_initialized()
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -78,6 +79,14 @@ def init_ray(ray_cfg: Mapping[str, Any] | None = None) -> bool:
     bool
         True when this call connected (the caller then owns the connection and shuts it down); False when Ray was
         already initialised, e.g. by a test fixture or an outer script.
+
+    Raises
+    ------
+    ConnectionError
+        When ``ray.address`` cannot be reached (checked with a 10 s TCP connect first: ``ray.init`` itself keeps
+        retrying a dead address for minutes).
+    ValueError
+        When ``ray.address`` is not of a recognised form.
     """
     ray = import_ray()
     if ray.is_initialized():
@@ -98,12 +107,26 @@ def init_ray(ray_cfg: Mapping[str, Any] | None = None) -> bool:
             value = _get(ray_cfg, key)
             if value is not None:
                 kwargs[key] = value
+    if address not in (None, "auto", "local"):
+        _check_reachable(str(address))
     log.info("ray.init(%s)", ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
     try:
         ray.init(**kwargs)
     except ConnectionError as err:
-        raise AnnotationError(f"cannot connect to the Ray cluster at ray.address={address!r}: {err}") from err
+        raise ConnectionError(f"cannot connect to the Ray cluster at ray.address={address!r}: {err}") from err
     return True
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on an unreachable ``host:port`` (ray.init retries a dead address for minutes)."""
+    host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, sep, port = host_port.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"ray.address: expected null, 'auto', 'HOST:PORT' or 'ray://HOST:PORT', got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"cannot reach the Ray cluster at ray.address={address!r}: {err}") from None
 
 
 def _plain(node: Any) -> Any:
