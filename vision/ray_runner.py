@@ -15,7 +15,14 @@ decodable images form detector batches of ``batch_size`` in file order, and an u
 appended the moment it is met (before the rows of the batch still being filled). Batched detection equals
 one-image detection only up to floating-point summation order, so this runner forms exactly the same batches
 (:func:`plan_part`) and rows in exactly the same order; Ray Data's ``preserve_order`` keeps parts in input order.
-``pandas.read_parquet(OUTPUT / "images")`` is then the same table, part files included.
+``pandas.read_parquet(OUTPUT / "images")`` is then the same table, part files included, bit for bit when the
+actors run torch with the same device and thread count as the local run (another thread count moves float32 results
+in their last bits: summation order).
+
+Parallelism. When the decoding tasks and the actors ask for the same resources (CPU-only clusters), Ray Data fuses
+the two stages into the actors, and a part is then the unit of work: keep ``vision.part_size`` well below
+(images / actors). With GPU actors, decoding runs in separate CPU tasks and every batch can go to any actor. The
+driver unpickles and writes every part: it bounds the cluster's throughput (a few hundred images/s per driver).
 
 Resume is the local runner's: :meth:`PartWriter.prepare` lists the ids already written, and only the rest is sent to
 the cluster. Ray is imported lazily: without it, this module imports and :func:`annotate_folder_ray` raises an error
