@@ -222,6 +222,17 @@ def _external(target: str) -> StepFn:
     return step
 
 
+def _orchestrated(name: str) -> StepFn:
+    """A step that runs outside ``run``: annotate and evaluate need the vision package, which causal never imports
+    (scripts/run_experiment.py runs them before the data step); report runs after the results are final."""
+
+    def step(ctx: RunContext) -> None:
+        log.debug("step %s is run by scripts/run_experiment.py or after the results, not here", name)
+
+    step.__name__ = f"orchestrated_{name}"
+    return step
+
+
 STEPS: dict[str, StepFn] = {
     "screening": step_screening,
     "overlap": step_overlap,
@@ -229,6 +240,10 @@ STEPS: dict[str, StepFn] = {
     # Issue 5: each module provides run_step(ctx: RunContext) -> dict, stored under results[<step>].
     "mediation": _external("causal.mediation:run_step"),
     "sensitivity": _external("causal.sensitivity:run_step"),
+    # Issue 6: vision steps (run by scripts/run_experiment.py before the data) and report.html (after the results).
+    "annotate": _orchestrated("annotate"),
+    "evaluate": _orchestrated("evaluate"),
+    "report": _orchestrated("report"),
 }
 # Steps whose function fills several top-level keys itself and returns None.
 _MULTI_KEY_STEPS = {"dml"}
@@ -322,6 +337,10 @@ def run(cfg: Any, out_dir: str | Path | None = None) -> dict[str, Any]:
     ctx.timings["total"] = time.perf_counter() - start
     path = report.write_results(ctx.results, out)
     report.write_json(ctx.timings, out / "timings.json")
+    if "report" in steps:
+        from causal.report_html import report_for_run
+
+        report_for_run(report.to_jsonable(report.order_results(ctx.results)), out, cfg)
     log.info("results in %s (%.1fs)", path, ctx.timings["total"])
     return report.to_jsonable(report.order_results(ctx.results))
 

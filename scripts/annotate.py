@@ -2,6 +2,7 @@
 
     python scripts/annotate.py input=assets_sample/images output=out/annotations
     python scripts/annotate.py input=posters output=out/ann vision.device=cuda vision.batch_size=64
+    python scripts/annotate.py runner=ray ray.address=auto runner.actors=8 input=/shared/posters output=/shared/ann
 
 Re-running with the same output resumes: images already written are skipped.
 """
@@ -28,10 +29,12 @@ def main(cfg: DictConfig) -> None:
     input_dir, output_dir = Path(cfg.input), Path(cfg.output)
     if not input_dir.is_dir():
         sys.exit(f"input folder does not exist or is not a folder: {input_dir} (config key: input)")
-    try:
-        annotator = annotator_from_config(vision)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        sys.exit(f"cannot build the vision models: {err}")
+    use_ray = cfg.runner.name == "ray"
+    if not use_ray:
+        try:
+            annotator = annotator_from_config(vision)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            sys.exit(f"cannot build the vision models: {err}")
     bar = tqdm(total=0, unit="img", disable=not cfg.progress, dynamic_ncols=True)
     faces_seen = 0
 
@@ -48,20 +51,28 @@ def main(cfg: DictConfig) -> None:
         bar.set_postfix(faces=faces_seen, refresh=False)
 
     try:
-        summary = annotate_folder(
-            input_dir,
-            output_dir,
-            annotator,
-            batch_size=vision.batch_size,
-            part_size=vision.part_size,
-            num_workers=vision.num_workers,
-            max_pixels=vision.max_pixels,
-            max_long_side=vision.max_long_side,
-            extensions=list(vision.extensions),
-            progress=on_progress,
-            on_start=on_start,
-        )
-    except AnnotationError as err:
+        if use_ray:
+            from vision.ray_runner import annotate_folder_ray
+
+            # Models are built inside the Ray actors, never in this process.
+            summary = annotate_folder_ray(
+                input_dir, output_dir, vision, cfg.ray, cfg.runner, progress=on_progress, on_start=on_start
+            )
+        else:
+            summary = annotate_folder(
+                input_dir,
+                output_dir,
+                annotator,
+                batch_size=vision.batch_size,
+                part_size=vision.part_size,
+                num_workers=vision.num_workers,
+                max_pixels=vision.max_pixels,
+                max_long_side=vision.max_long_side,
+                extensions=list(vision.extensions),
+                progress=on_progress,
+                on_start=on_start,
+            )
+    except (AnnotationError, ImportError, ValueError, ConnectionError) as err:
         bar.close()
         sys.exit(str(err))
     bar.close()

@@ -244,11 +244,22 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    started_ray = False
     try:
+        if _select(cfg, "estimator.use_ray", False):
+            # EconML's and the nuisance cross-fit's Ray tasks run where `ray.address` says.
+            from vision.ray_runner import init_ray
+
+            started_ray = init_ray(_select(cfg, "ray"))
         results, info = run_experiment(cfg, out_dir)
-    except (DataError, ValueError, FileNotFoundError) as err:
+    except (DataError, ValueError, FileNotFoundError, ImportError, ConnectionError) as err:
         # Bad data or config: the message names the file, column or key; a traceback would bury it.
         sys.exit(f"error: {err}")
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
     ann = info.get("annotate")
     if ann:
         state = "reused" if ann["reused"] else f"{ann['seconds']:.1f}s"
