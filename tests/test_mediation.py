@@ -376,7 +376,6 @@ def test_pipeline_mediation_step(tmp_path):
         "nuisance=xgboost",
         "nuisance.folds=3",
         "nuisance.regressor.n_estimators=60",
-        "+mediation=default",
         "steps=[mediation]",
         "roles.treatment=face_count",
         "data.query='face_present == 1'",

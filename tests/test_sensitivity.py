@@ -50,7 +50,7 @@ DARFUR_COVARIATES = ("village", "female", "age", "farmer_dar", "herder_dar", "pa
 
 @pytest.fixture(scope="session")
 def darfur(request, tmp_path_factory) -> pd.DataFrame:
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     folder = Path(cache.mkdir("pysensemakr")) if cache is not None else tmp_path_factory.mktemp("pysensemakr")
     wheels = sorted(folder.glob("PySensemakr-0.0.8-*.whl"))
     if not wheels:
@@ -357,7 +357,6 @@ def test_pipeline_sensitivity_step(tmp_path):
         "nuisance.classifier.n_estimators=60",
         "nuisance.regressor.n_estimators=60",
         "estimator=linear_dml",
-        "+sensitivity=default",
         "steps=[dml,sensitivity]",
         "sensitivity.analyses=[e_value,ovb,dml,refutations,misclassification]",
         "sensitivity.refutations.n_sims=2",
