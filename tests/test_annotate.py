@@ -239,3 +239,26 @@ def test_kill_then_resume_equals_uninterrupted_run(tmp_path: Path, astronaut: np
     pd.testing.assert_frame_equal(got_images, ref_images, check_exact=False, atol=1e-4)
     pd.testing.assert_frame_equal(got_faces, ref_faces, check_exact=False, atol=1e-3)
     shutil.rmtree(tmp_path / "in")
+
+
+def test_encoder_beside_the_detector_gives_the_same_rows() -> None:
+    """overlap_encoder runs EfficientNet in a thread while YuNet and SFace work: the rows must not change."""
+    from hydra import compose, initialize_config_dir
+
+    from vision.annotate import annotator_from_config
+    from vision.io import find_images, load_image
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="annotate", overrides=["input=unused", "output=unused"])
+    annotator = annotator_from_config(cfg.vision)
+    assert annotator.image_encoder is not None and annotator.embedder is not None and annotator.overlap_encoder
+    paths = find_images(REPO / "assets_sample" / "images")[:6]
+    decoded = [load_image(p, max_long_side=cfg.vision.max_long_side) for p in paths]
+    ids = [p.name for p in paths]
+    overlapped = annotator.annotate_batch(ids, decoded)
+    annotator.overlap_encoder = False
+    sequential = annotator.annotate_batch(ids, decoded)
+    annotator.close()
+    assert sum(r["face_count"] for r in overlapped[0]) > 0  # faces, so the face embedder ran beside the encoder
+    for got, want in zip(overlapped, sequential, strict=True):
+        assert pd.DataFrame(got).equals(pd.DataFrame(want))
