@@ -59,6 +59,19 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 MISSING_POLICIES = ("indicator", "drop", "error")
 PCA_FIT_ROWS = 50_000  # vectors a PCA is fitted on (a seeded subsample beyond this)
 PCA_CHUNK_ROWS = 50_000  # vectors stacked at once when transforming
+# XGBoost stores features as float32: a larger |value| becomes inf there and fails in its C++ check, which names no
+# column. So every numeric role value must be finite and within float32's range.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# A level needs this many units before it is reported (CATE by group) or gets its own moderation term; rarer levels
+# pool into "other". Why 30: a level's effect is a mean of doubly robust scores with SE sd/sqrt(n); below ~30 units
+# (split over two arms) the normal interval is unreliable and the estimate is noise, and every extra level costs a
+# column in the moderation regression (5,000 one-unit levels made it run for over 11 minutes).
+MIN_LEVEL_COUNT = 30
+# Strings pandas reads as missing by default. Here they are data (`NA` is North America) unless `data.na_values`
+# lists them; a numeric column holding only these besides numbers is refused with a hint (see _encode_one).
+NA_LIKE_STRINGS = frozenset(
+    {"NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "null", "NULL", "None", "<NA>", "#N/A", "#NA", "#N/A N/A"}
+)
 
 
 class DataError(ValueError):
@@ -196,21 +209,44 @@ def _table_files(folder: Path) -> list[Path]:
     return [p for p in visible if p.name.lower().endswith(_CSV_SUFFIXES)]
 
 
-def _read_one(path: Path) -> pd.DataFrame:
+def na_values_option(value: Any, *, key: str = "data.na_values") -> list[str]:
+    """The strings read as missing besides empty cells, from config ``data.na_values`` (null, a string or a list)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        raise DataError(f"config `{key}` must be a list of strings (or null), got a mapping {dict(value)!r}")
+    try:
+        items = list(value)
+    except TypeError as exc:
+        raise DataError(f"config `{key}` must be a list of strings (or null), got {value!r}") from exc
+    if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in items):
+        raise DataError(f"config `{key}` must be a list of strings (or null), got {items!r}")
+    return [str(v) for v in items]
+
+
+def _read_one(path: Path, na_values: Sequence[str] = ()) -> pd.DataFrame:
     name = path.name.lower()
+    # Only empty cells are missing by default: pandas' own list would turn the country code NA into NaN unannounced.
+    csv_na = {"keep_default_na": False, "na_values": ["", *na_values]}
     try:
         if name.endswith(_PARQUET_SUFFIXES):
-            return pd.read_parquet(path)
+            table = pd.read_parquet(path)
+            for col in table.columns:  # Parquet has typed nulls; `na_values` still names missing markers in text
+                if na_values and (table[col].dtype == object or pd.api.types.is_string_dtype(table[col].dtype)):
+                    table[col] = table[col].where(~table[col].isin(list(na_values)), None)
+            return table
         if name.endswith((".tsv", ".tsv.gz")):
-            return pd.read_csv(path, sep="\t")
+            return pd.read_csv(path, sep="\t", **csv_na)
         if name.endswith(_CSV_SUFFIXES):
-            return pd.read_csv(path)
+            return pd.read_csv(path, **csv_na)
     except Exception as exc:
         raise DataError(f"{path}: cannot be read as a table ({exc.__class__.__name__}: {exc})") from exc
     raise DataError(f"{path}: unknown table format; expected one of {', '.join(_PARQUET_SUFFIXES + _CSV_SUFFIXES)}")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, *, na_values: Sequence[str] | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet table: one file, or a folder of part files (``part-*.parquet`` or ``*.csv``).
 
     Parameters
@@ -218,6 +254,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path : str or Path
         A file (``.csv``, ``.tsv``, ``.csv.gz``, ``.parquet``, ``.pq``) or a folder holding part files of one
         format. An annotation output folder (with an ``images/`` sub-folder) reads its images table.
+    na_values : sequence of str, optional
+        Cell texts read as missing besides empty cells (config ``data.na_values``). By default none: ``NA``,
+        ``null``, ``N/A`` ... are data, unlike pandas' default.
 
     Returns
     -------
@@ -236,10 +275,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.is_dir():
         files = _table_files(path)
         if not files and (path / "images").is_dir():
-            return read_table(path / "images")
+            return read_table(path / "images", na_values=na_values)
         if not files:
             raise DataError(f"{path}: folder holds no .parquet or .csv files")
-        frames = [_read_one(p) for p in files]
+        frames = [_read_one(p, na_values or ()) for p in files]
         columns = list(frames[0].columns)
         for part, frame in zip(files[1:], frames[1:]):
             if set(frame.columns) != set(columns):
@@ -251,11 +290,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
         frames = [f for f in frames if len(f)]
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     else:
-        table = _read_one(path)
+        table = _read_one(path, na_values or ())
     if len(table) == 0:
         raise DataError(f"{path}: the table has no rows")
     table = table.reset_index(drop=True)
     log.info("read %d rows x %d columns from %s", len(table), table.shape[1], path)
+    holes = {str(c): int(k) for c, k in table.isna().sum().items() if k}
+    if holes:
+        what = "empty cells" + (f" and {list(na_values)}" if na_values else "")
+        log.info("%s: missing values (%s) per column: %s", path, what, holes)
     return table
 
 
@@ -426,7 +469,9 @@ def _list_column(series: pd.Series) -> pd.Series | None:
         return None
     first = values.iloc[0]
     if is_vector(first):
-        return series.map(lambda v: None if not is_vector(v) else np.asarray(v, dtype=np.float32).ravel())
+        # Values beyond float32's range become inf here (no warning): _embedding refuses them, naming the rows.
+        with np.errstate(over="ignore"):
+            return series.map(lambda v: None if not is_vector(v) else np.asarray(v, dtype=np.float32).ravel())
     if isinstance(first, str) and first.lstrip().startswith("["):
         # A list serialised into CSV. If it does not parse, say so rather than dummy-coding every vector.
         return series.map(lambda v: None if not isinstance(v, str) else np.asarray(json.loads(v), np.float32))
@@ -469,6 +514,82 @@ def _n_distinct(series: pd.Series) -> int:
     return int(values.nunique())
 
 
+def _check_finite(values: pd.Series, where: str, rows: pd.Series) -> None:
+    """Raise when a numeric role value is infinite or beyond float32's range (see ``FLOAT32_MAX``); NaN passes."""
+    v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isnan(v) & ~(np.abs(v) <= FLOAT32_MAX)
+    if bad.any():
+        shown = ", ".join(f"{rows.name} {r!r} ({x:.6g})" for r, x in zip(rows[bad].head(3), v[bad][:3]))
+        raise DataError(
+            f"{where}: {int(bad.sum())} value(s) infinite or beyond +-{FLOAT32_MAX:.4g} (float32, what XGBoost "
+            f"computes in), e.g. {shown}; fix or remove these rows"
+        )
+
+
+def _refuse_na_like_numbers(series: pd.Series, where: str) -> None:
+    """Raise when a text column is numbers plus missing markers such as ``NA``: it would be dummy-coded per value."""
+    present = series[~_is_missing_mask(series)]
+    numbers = pd.to_numeric(present, errors="coerce")
+    text = present[numbers.isna()].astype(str).str.strip()
+    markers = set(text.unique())
+    if numbers.notna().any() and markers and markers <= NA_LIKE_STRINGS:
+        raise DataError(
+            f"{where} holds numbers and {len(text)} cell(s) reading {sorted(markers)}; if these mean missing, list "
+            f"them in config `data.na_values` (e.g. data.na_values=[{','.join(sorted(markers))}])"
+        )
+
+
+def pool_rare_levels(
+    labels: pd.Series, *, min_count: int = MIN_LEVEL_COUNT, max_levels: int | None = None
+) -> pd.Series:
+    """Levels seen fewer than ``min_count`` times, and those beyond the ``max_levels`` most frequent, -> ``"other"``.
+
+    A single rare level is kept as it is (pooling it alone would only rename it), and so are rare levels when no
+    level reaches ``min_count`` (a small table: pooling would leave one level). Frequency ties are broken by name,
+    so the result does not depend on row order.
+
+    Parameters
+    ----------
+    labels : Series of str
+    min_count : int
+        Smallest level size kept (config ``data.prepare.min_level_count``).
+    max_levels : int or None
+        Most levels kept, ``"other"`` included.
+
+    Returns
+    -------
+    Series of str, same index
+    """
+    counts = labels.value_counts()
+    order = sorted(counts.index, key=lambda level: (-counts[level], level))
+    rare = [lv for lv in order if counts[lv] < min_count]
+    keep = [lv for lv in order if counts[lv] >= min_count] if 2 <= len(rare) < len(order) else order
+    if max_levels is not None and len(keep) + (len(keep) < len(order)) > max_levels:
+        keep = keep[: max_levels - 1]
+    if len(keep) == len(order):
+        return labels
+    return labels.where(labels.isin(set(keep)), OTHER_LEVEL)
+
+
+def _missing_summary(counts: Mapping[str, int], roles: Roles, missing: str, imputed: Mapping, source: str) -> dict:
+    """Per role column with missing values: how many, and how they were handled; each logged (a warning)."""
+    required = {roles.treatment, roles.outcome, roles.mediator}
+    out = {}
+    for col, k in counts.items():
+        if col in required or missing == "drop":
+            how = "rows dropped"
+        elif col in imputed and isinstance(imputed[col]["value"], float):
+            how = f"median {imputed[col]['value']:.6g} and indicator column {col}__missing"
+        elif col in imputed and str(imputed[col]["value"]).startswith("pca"):
+            how = f"PCA mean (0) and indicator column {col}__missing"
+        else:
+            how = f"level {MISSING_LEVEL!r}"
+        out[col] = {"rows": int(k), "handled": how}
+        log.warning("%s: column %r (%s): %d missing value(s); %s", source, col, roles.key_of(col), k, how)
+    return out
+
+
 class _Encoder:
     """Turns role columns into float covariates; one instance per ``prepare`` call so both W and X share it."""
 
@@ -482,8 +603,10 @@ class _Encoder:
         n_components: int,
         seed: int,
         max_levels: int,
+        rows: pd.Series,
     ):
         self.frame = frame
+        self.rows = rows  # row labels for messages (id column values, else row numbers as read)
         self.source = source
         self.roles = roles
         self.missing = missing
@@ -523,9 +646,11 @@ class _Encoder:
             return self._numeric(col, as_bool)
         if pd.api.types.is_numeric_dtype(series.dtype):
             return self._numeric(col, series.astype("float64"))
+        _refuse_na_like_numbers(series, where)
         return self._categorical(col, series)
 
     def _numeric(self, col: str, values: pd.Series) -> pd.DataFrame:
+        _check_finite(values, f"{self.source}: column {col!r} ({self.roles.key_of(col)})", self.rows)
         missing = values.isna()
         out = pd.DataFrame({col: values})
         if missing.any():
@@ -561,6 +686,13 @@ class _Encoder:
         return out
 
     def _embedding(self, col: str, vectors: pd.Series, where: str) -> pd.DataFrame:
+        # float32 vectors: a value beyond its range became inf. NaN inside a vector still means "no vector".
+        infinite = vectors.map(lambda v: v is not None and bool(np.isinf(v).any())).astype(bool)
+        if infinite.any():
+            raise DataError(
+                f"{where}: {int(infinite.sum())} vector(s) hold infinite values or values beyond float32's range, "
+                f"e.g. {self.rows.name} {list(self.rows[infinite].head(3))}; fix or remove these rows"
+            )
         has = vectors.map(lambda v: v is not None and v.size > 0 and bool(np.isfinite(v).all())).astype(bool)
         lengths = {int(v.size) for v in vectors[has]}
         if len(lengths) > 1:
@@ -614,6 +746,7 @@ def prepare(
     seed: int = 0,
     id_column: str | None = "image_id",
     max_levels: int = 50,
+    min_level_count: int = MIN_LEVEL_COUNT,
 ) -> CausalDataset:
     """Validate a table against its roles and build the numeric arrays of the causal stage.
 
@@ -639,6 +772,9 @@ def prepare(
         Column that must be unique when present (``None`` skips the check).
     max_levels : int
         Most dummy-coded levels per categorical column, the reference included; rarer levels pool into "other".
+        Also the most levels of a ``roles.groups`` column and of a moderator in ``dml.moderation``.
+    min_level_count : int
+        ``roles.groups`` levels (and moderation levels) with fewer rows pool into "other" (see ``MIN_LEVEL_COUNT``).
 
     Returns
     -------
@@ -648,12 +784,18 @@ def prepare(
     ------
     DataError
         Missing columns, duplicate ids, all-missing or constant role columns, a non-binary treatment (when
-        binary), a non-numeric or out-of-range outcome, no rows left after dropping missing treatment/outcome.
+        binary), a non-numeric or out-of-range outcome, no rows left after dropping missing treatment/outcome,
+        infinite or float32-overflowing numbers in any role column (naming the column and a few rows).
     """
     if missing not in MISSING_POLICIES:
         raise DataError(f"config `missing` must be one of {MISSING_POLICIES}, got {missing!r}")
     if n_components < 1:
         raise DataError(f"config `n_components` must be >= 1, got {n_components}")
+    if int(min_level_count) < 1 or int(max_levels) < 2:
+        raise DataError(
+            f"config `data.prepare.min_level_count` must be >= 1 and `max_levels` >= 2, got {min_level_count}, "
+            f"{max_levels}"
+        )
     roles.check()
     absent = [c for c in roles.columns() if c not in frame.columns]
     if absent:
@@ -667,6 +809,8 @@ def prepare(
         if _is_missing_mask(frame[col]).all():
             raise DataError(f"{source}: column {col!r} ({roles.key_of(col)}) is missing in every row")
 
+    holes_by_column = {c: int(_is_missing_mask(frame[c]).sum()) for c in roles.columns()}
+    holes_by_column = {c: k for c, k in holes_by_column.items() if k}
     dropped: dict[str, int] = {}
     required = [roles.treatment, roles.outcome] + ([roles.mediator] if roles.mediator else [])
     for col in required:
@@ -689,10 +833,15 @@ def prepare(
             frame = frame.loc[~gone]
     if len(frame) == 0:
         raise DataError(f"{source}: no rows left after dropping rows with missing values ({dropped})")
+    # Row labels for messages: the id column when there is one, else the row number in the table as read.
+    has_ids = id_column is not None and id_column in frame.columns
+    rows = pd.Series(frame[id_column].to_numpy() if has_ids else frame.index.to_numpy(), name=id_column or "row")
+    rows.name = id_column if has_ids else "row"
     frame = frame.reset_index(drop=True)
 
     t_where = f"{source}: column {roles.treatment!r} (roles.treatment)"
     t = _to_numeric(frame[roles.treatment], t_where)
+    _check_finite(t, t_where, rows)
     if binary_treatment:
         levels = set(np.unique(t.to_numpy()))
         if not levels <= {0.0, 1.0}:
@@ -703,8 +852,7 @@ def prepare(
             )
     y_where = f"{source}: column {roles.outcome!r} (roles.outcome)"
     y = _to_numeric(frame[roles.outcome], y_where)
-    if not np.isfinite(y.to_numpy()).all():
-        raise DataError(f"{y_where} has infinite values")
+    _check_finite(y, y_where, rows)
     if outcome_range is not None:
         low, high = (float(v) for v in outcome_range)
         out = (y < low) | (y > high)
@@ -715,7 +863,10 @@ def prepare(
             )
     m = None
     if roles.mediator is not None:
-        m = _to_numeric(frame[roles.mediator], f"{source}: column {roles.mediator!r} (roles.mediator)").to_numpy()
+        m_where = f"{source}: column {roles.mediator!r} (roles.mediator)"
+        m = _to_numeric(frame[roles.mediator], m_where)
+        _check_finite(m, m_where, rows)
+        m = m.to_numpy()
 
     for col in roles.columns():
         if _n_distinct(frame[col]) < 2:
@@ -727,14 +878,25 @@ def prepare(
             raise DataError(msg + "; it carries no information: remove it from the config")
 
     encoder = _Encoder(
-        frame, source=source, roles=roles, missing=missing, n_components=n_components, seed=seed, max_levels=max_levels
+        frame,
+        source=source,
+        roles=roles,
+        missing=missing,
+        n_components=n_components,
+        seed=seed,
+        max_levels=max_levels,
+        rows=rows,
     )
     W = encoder.encode(roles.confounders)
     X = encoder.encode(roles.modifiers)
-    groups = pd.DataFrame(
-        {g: frame[g].astype("string").fillna(MISSING_LEVEL).astype(str) for g in roles.groups}, index=frame.index
-    )
-    info = {"dropped": dropped, "n_rows": len(frame), **encoder.info}
+    groups = _group_labels(frame, roles, min_level_count=min_level_count, max_levels=max_levels, source=source)
+    info = {
+        "dropped": dropped,
+        "n_rows": len(frame),
+        **encoder.info,
+        "missing": _missing_summary(holes_by_column, roles, missing, encoder.info["imputed"], source),
+        "pooling": {"min_level_count": int(min_level_count), "max_levels": int(max_levels)},
+    }
     log.info("%s: prepared %d rows, W %d columns, X %d columns", source, len(frame), W.shape[1], X.shape[1])
     return CausalDataset(
         frame=frame,
@@ -750,8 +912,42 @@ def prepare(
     )
 
 
+def _group_labels(
+    frame: pd.DataFrame, roles: Roles, *, min_level_count: int, max_levels: int, source: str
+) -> pd.DataFrame:
+    """The ``roles.groups`` columns as strings, missing -> "missing", rare levels pooled (:func:`pool_rare_levels`)."""
+    out = {}
+    for g in roles.groups:
+        labels = frame[g].astype("string").fillna(MISSING_LEVEL).astype(str)
+        pooled = pool_rare_levels(labels, min_count=min_level_count, max_levels=max_levels)
+        n_before, n_after = labels.nunique(), pooled.nunique()
+        if n_after < n_before:
+            log.warning(
+                "%s: group column %r has %d levels; %d with fewer than %d rows (or beyond the %d most frequent) "
+                "pooled into %r (%d rows)",
+                source,
+                g,
+                n_before,
+                n_before - n_after + 1,
+                min_level_count,
+                max_levels,
+                OTHER_LEVEL,
+                int((pooled == OTHER_LEVEL).sum()),
+            )
+        out[g] = pooled
+    return pd.DataFrame(out, index=frame.index)
+
+
 # ------------------------------------------------------------------------------------------------------ from config
-_PREPARE_KEYS = ("binary_treatment", "outcome_range", "n_components", "missing", "id_column", "max_levels")
+_PREPARE_KEYS = (
+    "binary_treatment",
+    "outcome_range",
+    "n_components",
+    "missing",
+    "id_column",
+    "max_levels",
+    "min_level_count",
+)
 
 
 def prepare_options(cfg: Mapping | None, *, key: str = "data.prepare") -> dict[str, Any]:
@@ -785,11 +981,12 @@ def load_table_from_config(cfg: Mapping) -> tuple[pd.DataFrame, str]:
         raise DataError("config `data.path` is required for data=table (a CSV or Parquet file or folder)") from exc
     if path in (None, "", "???"):
         raise DataError("config `data.path` is required for data=table (a CSV or Parquet file or folder)")
-    table = read_table(path)
+    na_values = na_values_option(cfg.get("na_values") if isinstance(cfg, Mapping) else None)
+    table = read_table(path, na_values=na_values)
     source = str(path)
     images_path = cfg.get("images") if isinstance(cfg, Mapping) else None
     if images_path:
-        images = read_table(images_path)
+        images = read_table(images_path, na_values=na_values)
         table = join_annotations(
             images,
             table,

@@ -7,11 +7,17 @@ and a treatment separated by a covariate stops the estimate.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
-from causal.data import DataError, Roles, prepare, select_rows
+from causal.data import DataError, Roles, load_from_config, pool_rare_levels, prepare, select_rows
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _frame(n: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -88,3 +94,96 @@ def test_non_binary_treatment_message_names_the_full_config_key():
     frame = _frame().assign(t=lambda f: f["t"] * 2)
     with pytest.raises(DataError, match=r"config `data\.prepare\.binary_treatment=false`"):
         prepare(frame, ROLES, source="eng.csv")
+
+
+# ------------------------------------------------------------------------------------------------- NA and missing
+def _table_cfg(path, **overrides):
+    cfg = OmegaConf.load(CONF / "data" / "table.yaml")  # the shipped defaults of data=table
+    cfg.path = str(path)
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def test_na_strings_are_data_by_default_and_missing_only_when_listed(tmp_path, caplog):
+    frame = _frame()
+    frame.loc[[4, 5], "pop"] = np.nan  # written as empty cells: missing under the default too
+    frame.to_csv(tmp_path / "e.csv", index=False)
+    tsv = tmp_path / "e.tsv"
+    frame.to_csv(tsv, sep="\t", index=False)
+    n_na = int((frame["country"] == "NA").sum())
+    assert n_na > 0
+    for path in (tmp_path / "e.csv", tsv):
+        with caplog.at_level(logging.WARNING, logger="causal.data"):
+            data, _ = load_from_config(_table_cfg(path), ROLES)
+        # North America stays a country; the empty pop cells are imputed, and the log says how.
+        assert (data.groups["country"] == "NA").sum() == n_na and "country" not in data.info["missing"]
+        assert data.info["missing"]["pop"]["rows"] == 2
+        assert data.info["missing"]["pop"]["handled"].startswith("median")
+        assert "column 'pop' (roles.confounders): 2 missing value(s); median" in caplog.text
+    data, _ = load_from_config(_table_cfg(tmp_path / "e.csv", na_values=["NA"]), ROLES)
+    assert (data.groups["country"] == "missing").sum() == n_na
+    assert data.info["missing"]["country"] == {"rows": n_na, "handled": "level 'missing'"}
+    with pytest.raises(DataError, match=r"config `data\.na_values` must be a list of strings"):
+        load_from_config(_table_cfg(tmp_path / "e.csv", na_values={"a": 1}), ROLES)
+
+
+def test_numeric_column_with_na_markers_is_refused_with_the_na_values_hint(tmp_path):
+    frame = _frame().astype({"pop": object})
+    frame.loc[[1, 2], "pop"] = "NA"
+    frame.to_csv(tmp_path / "e.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'pop' \(roles\.confounders\) holds numbers.*`data\.na_values`"):
+        load_from_config(_table_cfg(tmp_path / "e.csv"), ROLES)
+    data, _ = load_from_config(_table_cfg(tmp_path / "e.csv", na_values=["NA"]), ROLES)
+    assert data.W["pop__missing"].sum() == 2 and data.info["missing"]["pop"]["rows"] == 2
+
+
+# ----------------------------------------------------------------------------------------------------- non-finite
+@pytest.mark.parametrize("column", ["pop", "y", "t_cont"])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, 1e300, -1e39])
+def test_non_finite_or_float32_overflowing_values_are_refused_naming_column_and_rows(column, bad):
+    frame = _frame().assign(t_cont=lambda f: f["pop"] ** 2)
+    frame.loc[[7, 11], column] = bad
+    roles = Roles(treatment="t_cont", outcome="y", confounders=["pop", "genre"]) if column == "t_cont" else ROLES
+    match = rf"eng\.csv: column '{column}' \(roles\.\w+\): 2 value\(s\) infinite or beyond.*img_007\.jpg.*img_011"
+    with pytest.raises(DataError, match=match):
+        prepare(frame, roles, source="eng.csv", binary_treatment=column != "t_cont")
+
+
+def test_values_within_float32_range_pass():
+    frame = _frame()
+    frame.loc[3, "pop"] = 3.0e38  # huge but representable in float32: XGBoost takes it
+    assert prepare(frame, ROLES).W.loc[3, "pop"] == 3.0e38
+
+
+def test_embedding_with_infinite_values_is_refused():
+    frame = _frame()
+    frame["emb"] = [np.ones(4, dtype=np.float64) * i for i in range(len(frame))]
+    frame.at[9, "emb"] = np.array([1.0, 1e300, 0.0, 0.0])
+    with pytest.raises(DataError, match=r"column 'emb' \(roles\.confounders\): 1 vector\(s\) hold infinite.*img_009"):
+        prepare(frame, Roles(treatment="t", outcome="y", confounders=["emb"]))
+
+
+# -------------------------------------------------------------------------------------------------- rare levels
+def test_rare_group_levels_pool_into_other_with_the_shipped_minimum():
+    n = 600
+    frame = _frame(n)
+    frame["shop"] = ["big_a"] * 250 + ["big_b"] * 200 + [f"tiny_{i}" for i in range(150)]
+    cfg = OmegaConf.load(CONF / "data" / "table.yaml").prepare
+    roles = Roles(treatment="t", outcome="y", confounders=["pop"], groups=["shop", "genre"])
+    data = prepare(frame, roles, **OmegaConf.to_container(cfg))
+    assert data.info["pooling"] == {"min_level_count": 30, "max_levels": 50}
+    assert data.groups["shop"].value_counts().to_dict() == {"big_a": 250, "big_b": 200, "other": 150}
+    assert data.groups["genre"].tolist() == frame["genre"].tolist()  # every genre level has >= 30 rows
+
+
+def test_pool_rare_levels_rules():
+    labels = pd.Series(["a"] * 40 + ["b"] * 5 + ["c"] * 3)
+    assert pool_rare_levels(labels).tolist() == ["a"] * 40 + ["other"] * 8
+    one_rare = pd.Series(["a"] * 40 + ["b"] * 5)
+    assert pool_rare_levels(one_rare).equals(one_rare)  # pooling one level would only rename it
+    small = pd.Series(["a"] * 10 + ["b"] * 8 + ["c"] * 5)
+    assert pool_rare_levels(small).equals(small)  # no level reaches the minimum: a small table, kept
+    many = pd.Series([f"l{i:02d}" for i in range(20) for _ in range(40)])
+    pooled = pool_rare_levels(many, max_levels=5)
+    assert pooled.nunique() == 5 and (pooled == "other").sum() == 16 * 40
