@@ -4,13 +4,16 @@
     python scripts/annotate.py input=posters output=out/ann vision.device=cuda vision.batch_size=64
     python scripts/annotate.py runner=ray ray.address=auto runner.actors=8 input=/shared/posters output=/shared/ann
 
-Re-running with the same output resumes: images already written are skipped.
+Re-running with the same output resumes: unchanged images already written are skipped, changed ones are annotated
+again, rows of deleted files are removed. Exit codes: 0 done (files that cannot be decoded are error rows, not
+failures), 2 a problem with the input, output or config (before any work), 130/143 interrupted (Ctrl-C / SIGTERM).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -18,29 +21,32 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from vision.annotate import AnnotationError, annotate_folder, annotator_from_config
+from vision.annotate import AnnotationError, AnnotationSummary, annotate_from_config
 
 log = logging.getLogger("annotate")
 
 
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception so that the same clean-up as for Ctrl-C runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="annotate")
 def main(cfg: DictConfig) -> None:
-    vision = cfg.vision
+    for key in ("input", "output"):
+        if OmegaConf.is_missing(cfg, key):
+            _fail(f"missing {key}=... (e.g. input=assets_sample/images output=out/annotations)")
     input_dir, output_dir = Path(cfg.input), Path(cfg.output)
-    if not input_dir.is_dir():
-        sys.exit(f"input folder does not exist or is not a folder: {input_dir} (config key: input)")
-    use_ray = cfg.runner.name == "ray"
-    if not use_ray:
-        try:
-            annotator = annotator_from_config(vision)
-        except (ValueError, FileNotFoundError, RuntimeError) as err:
-            sys.exit(f"cannot build the vision models: {err}")
-    bar = tqdm(total=0, unit="img", disable=not cfg.progress, dynamic_ncols=True)
+    # The bar starts once the work list is known, so an error before that prints no empty bar.
+    bar = tqdm(total=0, unit="img", disable=True)
     faces_seen = 0
 
     def on_start(found: int, done: int) -> None:
-        bar.total = found - done
-        bar.refresh()
+        nonlocal bar
+        bar = tqdm(total=found - done, unit="img", disable=not cfg.progress, dynamic_ncols=True)
         if done:
             tqdm.write(f"resuming: {done} of {found} images already in {output_dir}")
 
@@ -50,35 +56,37 @@ def main(cfg: DictConfig) -> None:
         bar.update(n_images)
         bar.set_postfix(faces=faces_seen, refresh=False)
 
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        if use_ray:
-            from vision.ray_runner import annotate_folder_ray
-
-            # Models are built inside the Ray actors, never in this process.
-            summary = annotate_folder_ray(
-                input_dir, output_dir, vision, cfg.ray, cfg.runner, progress=on_progress, on_start=on_start
-            )
-        else:
-            summary = annotate_folder(
-                input_dir,
-                output_dir,
-                annotator,
-                batch_size=vision.batch_size,
-                part_size=vision.part_size,
-                num_workers=vision.num_workers,
-                max_pixels=vision.max_pixels,
-                max_long_side=vision.max_long_side,
-                extensions=list(vision.extensions),
-                progress=on_progress,
-                on_start=on_start,
-            )
-    except (AnnotationError, ImportError, ValueError, ConnectionError) as err:
+        summary = annotate_from_config(
+            cfg.vision, input_dir, output_dir, runner_cfg=cfg.runner, ray_cfg=cfg.ray,
+            progress=on_progress, on_start=on_start,
+        )  # fmt: skip
+    except (AnnotationError, ImportError, ValueError, FileNotFoundError, ConnectionError) as err:
         bar.close()
-        sys.exit(str(err))
+        _fail(str(err))
+    except (KeyboardInterrupt, _Terminated) as err:
+        bar.close()
+        code = 143 if isinstance(err, _Terminated) else 130
+        print(
+            f"interrupted: every finished part is kept in {output_dir}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(code)
     bar.close()
     (output_dir / "annotate_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    _print_summary(summary, output_dir)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _print_summary(summary: AnnotationSummary, output_dir: Path) -> None:
     print(
         f"ok {summary.ok}  errors {summary.errors}  faces {summary.faces}  skipped (already done) {summary.skipped}  "
+        f"changed (annotated again) {summary.changed}  removed (file gone) {summary.removed}  "
         f"seconds {summary.seconds:.1f}  images/s {summary.images_per_second:.2f}"
     )
     if summary.error_causes:

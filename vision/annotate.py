@@ -4,22 +4,22 @@ Flow: files are decoded in worker processes (a bounded window of them in flight,
 folder size) -> batches go through the detector, the face embedder and the image features on the chosen device ->
 rows are accumulated and written as Parquet parts every ``part_size`` images.
 
-Crash safety and resume. A part is written under a hidden temporary name and renamed into place (atomic on POSIX),
-faces part first, images part second, both with the same name. The images part is the commit record: on start,
-a faces part without its images twin (a run killed between the two renames) and hidden temporary files are deleted,
-and every ``image_id`` already in ``images/`` is skipped. A run killed at any moment therefore loses at most its
-unfinished part and never duplicates a row. ``pandas.read_parquet(OUTPUT / "images")`` reads the result (hidden
-files are ignored by pyarrow's dataset discovery).
+Trust on real folders. Every file gets exactly one images row: a file that cannot be decoded (empty, truncated,
+not an image, a dangling or looping symlink, a bomb) gets a ``status=error`` row naming the cause, and the run goes
+on. One run writes an output folder at a time (:mod:`vision.lock`). Parts are written atomically, and resume is
+keyed by each file's size and mtime as well as its name, under the same vision settings (:mod:`vision.store`): a
+run killed at any moment (kill -9 included) loses at most its unfinished part, never duplicates a row, and a rerun
+brings the tables up to date with the folder. ``vision.store.read_annotations(OUTPUT)`` reads the result with
+nullable pandas types (``pandas.read_parquet(OUTPUT / "images")`` works too).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vision.features import face_aggregates, mean_embedding
 from vision.io import (
@@ -36,20 +35,17 @@ from vision.io import (
     IMAGE_EXTENSIONS,
     DecodedImage,
     ImageDecodeError,
+    decode_or_error,
+    file_fingerprint,
     find_images,
     image_id_for,
-    load_image,
 )
+from vision.lock import OutputLock, OutputLockedError
+from vision.store import AnnotationError, PartWriter
 
 log = logging.getLogger(__name__)
 
-IMAGES_DIR = "images"
-FACES_DIR = "faces"
-_PART_RE = re.compile(r"^part-(\d{6})\.parquet$")
-
-
-class AnnotationError(RuntimeError):
-    """A problem with the run as a whole (input or output folder), raised before any image is processed."""
+__all__ = ["AnnotationError", "AnnotationSummary", "BatchAnnotator", "annotate_folder", "annotator_from_config"]
 
 
 class Detector(Protocol):
@@ -70,7 +66,11 @@ class ImageEncoder(Protocol):
 
 @dataclass
 class AnnotationSummary:
-    """What a run did. ``seconds`` and ``images_per_second`` count only the images processed in this run."""
+    """What a run did. ``seconds`` and ``images_per_second`` count only the images processed in this run.
+
+    ``skipped`` files were already annotated and unchanged; ``changed`` files were annotated again because their
+    size or mtime changed; ``removed`` rows belonged to files no longer in the input folder.
+    """
 
     found: int = 0
     skipped: int = 0
@@ -78,7 +78,15 @@ class AnnotationSummary:
     errors: int = 0
     faces: int = 0
     seconds: float = 0.0
+    changed: int = 0
+    removed: int = 0
     error_causes: dict[str, int] = field(default_factory=dict)
+
+    def count_error(self, reason: str) -> None:
+        """Count one failed file under its cause (the reason's words before any ``:`` or ``(``)."""
+        self.errors += 1
+        cause = reason.split(":", 1)[0].split(" (", 1)[0]
+        self.error_causes[cause] = self.error_causes.get(cause, 0) + 1
 
     @property
     def processed(self) -> int:
@@ -121,6 +129,7 @@ class BatchAnnotator:
         image_encoder: ImageEncoder | None = None,
         color_features: Callable[[np.ndarray], dict[str, float]] | None = None,
         overlap_encoder: bool = True,
+        spec: Mapping[str, Any] | None = None,
     ):
         self.detector = detector
         self.embedder = embedder
@@ -133,6 +142,20 @@ class BatchAnnotator:
         )
         self.images_schema_ = _images_schema(self.color_feature_names_)
         self.faces_schema_ = _faces_schema()
+        self.spec = dict(spec) if spec is not None else self._default_spec()
+
+    def _default_spec(self) -> dict[str, Any]:
+        # Without a config, the models' types and the feature columns stand for the settings (coarser: a changed
+        # threshold of the same detector class is not seen; annotator_from_config passes the full config).
+        def name(obj: Any) -> str | None:
+            return None if obj is None else f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+        return {
+            "detector": name(self.detector),
+            "embedder": name(self.embedder),
+            "image_encoder": name(self.image_encoder),
+            "color_features": list(self.color_feature_names_),
+        }
 
     def annotate_batch(
         self, image_ids: Sequence[str], decoded: Sequence[DecodedImage]
@@ -275,117 +298,74 @@ def _faces_schema() -> pa.Schema:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Output folder: atomic parts, resume.
-# --------------------------------------------------------------------------------------------------------------------
-
-
-class PartWriter:
-    """Writes numbered Parquet parts under ``OUTPUT/images`` and ``OUTPUT/faces`` and knows what is already there."""
-
-    def __init__(self, output: str | os.PathLike, images_schema: pa.Schema, faces_schema: pa.Schema):
-        self.output = Path(output)
-        self.images_schema = images_schema
-        self.faces_schema = faces_schema
-        self.images_dir = self.output / IMAGES_DIR
-        self.faces_dir = self.output / FACES_DIR
-
-    def prepare(self) -> set[str]:
-        """Create the folders, check they are writable, clean leftovers of killed runs; return the ids written."""
-        try:
-            for folder in (self.images_dir, self.faces_dir):
-                folder.mkdir(parents=True, exist_ok=True)
-                probe = folder / f".write-probe-{os.getpid()}"
-                probe.write_bytes(b"")
-                probe.unlink()
-        except OSError as err:
-            raise AnnotationError(f"cannot write to output folder {self.output}: {err.strerror or err}") from err
-        for folder in (self.images_dir, self.faces_dir):
-            for leftover in folder.glob(".part-*.tmp"):
-                log.info("removing unfinished part of an interrupted run: %s", leftover)
-                leftover.unlink(missing_ok=True)
-        committed = {p.name for p in self._parts(self.images_dir)}
-        for faces_part in self._parts(self.faces_dir):
-            if faces_part.name not in committed:
-                log.info("removing faces part whose images part was never written: %s", faces_part)
-                faces_part.unlink(missing_ok=True)
-        done: set[str] = set()
-        for part in self._parts(self.images_dir):
-            try:
-                ids = pq.read_table(part, columns=["image_id"]).column("image_id").to_pylist()
-            except (OSError, pa.ArrowException, KeyError) as err:
-                raise AnnotationError(
-                    f"existing part {part} cannot be read ({err}); move it away or choose another output folder"
-                ) from err
-            done.update(ids)
-        self._next_index = 1 + max(
-            (int(_PART_RE.match(p.name).group(1)) for p in self._parts(self.images_dir)), default=-1
-        )
-        return done
-
-    @staticmethod
-    def _parts(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if _PART_RE.match(p.name))
-
-    def write(self, image_rows: list[dict[str, Any]], face_rows: list[dict[str, Any]]) -> Path:
-        """Write one part pair atomically (faces first, images last: the images part commits the pair)."""
-        name = f"part-{self._next_index:06d}.parquet"
-        self._next_index += 1
-        faces = pa.Table.from_pylist(face_rows, schema=self.faces_schema)
-        images = pa.Table.from_pylist(image_rows, schema=self.images_schema)
-        self._write_atomic(faces, self.faces_dir / name)
-        self._write_atomic(images, self.images_dir / name)
-        return self.images_dir / name
-
-    @staticmethod
-    def _write_atomic(table: pa.Table, final: Path) -> None:
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, final)
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Decoding in worker processes with a bounded window.
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _init_decoder_worker() -> None:
+def _init_decoder_worker(parent_pid: int) -> None:
+    import signal
+    import threading
+
     import cv2
 
     cv2.setNumThreads(1)
+    # Ctrl-C reaches the whole process group: the parent decides how to stop, the worker must not print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed with SIGKILL cannot shut the pool down; without this the worker (and multiprocessing's
+    # resource tracker, which waits for it) lingers for minutes.
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="parent-watch").start()
 
 
-def _decode(path: str, max_pixels: int, max_long_side: int | None) -> DecodedImage | ImageDecodeError:
-    try:
-        return load_image(path, max_pixels=max_pixels, max_long_side=max_long_side)
-    except ImageDecodeError as err:
-        return err
-    except Exception as err:  # noqa: BLE001 - one bad file must never stop a run over millions
-        return ImageDecodeError(path, f"unexpected decoder failure: {type(err).__name__}: {err}")
+def _exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def decode_stream(
     paths: Sequence[Path], *, num_workers: int, max_pixels: int, max_long_side: int | None, prefetch: int = 8
 ) -> Iterator[DecodedImage | ImageDecodeError]:
-    """Decode ``paths`` in order, in ``num_workers`` processes (0: in this process), at most ``prefetch`` ahead."""
+    """Decode ``paths`` in order, in ``num_workers`` processes (0: in this process), at most ``prefetch`` ahead.
+
+    Every failure comes back as an :class:`ImageDecodeError` in the file's place. When the consumer stops early
+    (an exception, Ctrl-C, ``close()``), queued work is cancelled and the workers are stopped at once.
+    """
     if num_workers <= 0:
         for path in paths:
-            yield _decode(str(path), max_pixels, max_long_side)
+            yield decode_or_error(str(path), max_pixels, max_long_side)
         return
     # spawn, not fork: the parent holds torch's thread pools, which do not survive fork.
-    with ProcessPoolExecutor(
-        max_workers=num_workers, mp_context=get_context("spawn"), initializer=_init_decoder_worker
-    ) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=num_workers,
+        mp_context=get_context("spawn"),
+        initializer=_init_decoder_worker,
+        initargs=(os.getpid(),),
+    )
+    finished = False
+    try:
         window: deque[Future] = deque()
-        it = iter(paths)
-        for path in it:
-            window.append(pool.submit(_decode, str(path), max_pixels, max_long_side))
-            if len(window) >= max(prefetch, num_workers):
-                break
-        for path in it:
-            yield window.popleft().result()
-            window.append(pool.submit(_decode, str(path), max_pixels, max_long_side))
+        for path in paths:
+            window.append(pool.submit(decode_or_error, str(path), max_pixels, max_long_side))
+            if len(window) > max(prefetch, num_workers):
+                yield window.popleft().result()
         while window:
             yield window.popleft().result()
+        finished = True
+    finally:
+        _stop_pool(pool, graceful=finished)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, *, graceful: bool) -> None:
+    if graceful:
+        pool.shutdown(wait=True)
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:  # a worker mid-decode of a huge file would otherwise finish it first
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -404,6 +384,7 @@ def annotate_folder(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_long_side: int | None = None,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    lock_timeout: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
 ) -> AnnotationSummary:
@@ -414,9 +395,9 @@ def annotate_folder(
     input_dir : path-like
         Folder searched recursively for files with ``extensions``.
     output_dir : path-like
-        Receives ``images/part-*.parquet`` and ``faces/part-*.parquet``.
+        Receives ``images/part-*.parquet`` and ``faces/part-*.parquet`` (see :mod:`vision.store`).
     annotator : BatchAnnotator
-        The models.
+        The models. ``annotator.spec`` (the row-shaping settings) is checked against the folder's.
     batch_size : int
         Images per detector/encoder call.
     part_size : int
@@ -427,6 +408,8 @@ def annotate_folder(
         Pixel limit per image (decompression-bomb guard).
     max_long_side : int, optional
         Decode at most this long side (see :func:`vision.io.load_image`); None keeps full resolution.
+    lock_timeout : float
+        Seconds to wait when another run writes ``output_dir`` (0: fail at once; negative: wait without limit).
     progress : callable ``(n_images, n_faces)``, optional
         Called after every batch with the counts of that batch.
     on_start : callable ``(n_found, n_already_done)``, optional
@@ -439,60 +422,103 @@ def annotate_folder(
     Raises
     ------
     AnnotationError
-        When the input folder does not exist or the output cannot be written (before any work).
+        Before any image is processed: the input folder is missing or holds no image file, the output cannot be
+        written, another run holds it, or it was annotated with other vision settings.
     """
     input_dir = Path(input_dir)
+    paths, ids = list_input(input_dir, extensions)
+    spec = {**annotator.spec, **_decoding_spec(max_pixels, max_long_side)}
+    with output_lock(output_dir, lock_timeout):
+        writer = PartWriter(output_dir, annotator.images_schema_, annotator.faces_schema_)
+        resume = writer.prepare({i: file_fingerprint(p) for i, p in zip(ids, paths, strict=True)}, spec)
+        pending = [(i, p) for i, p in zip(ids, paths, strict=True) if i not in resume.kept]
+        summary = AnnotationSummary(
+            found=len(paths), skipped=len(paths) - len(pending), changed=len(resume.changed),
+            removed=len(resume.deleted),
+        )  # fmt: skip
+        if on_start is not None:
+            on_start(summary.found, summary.skipped)
+        log.info("%d images found, %d already annotated, %d to do", summary.found, summary.skipped, len(pending))
+        stream = decode_stream(
+            [p for _, p in pending],
+            num_workers=num_workers,
+            max_pixels=max_pixels,
+            max_long_side=max_long_side,
+            prefetch=max(2 * batch_size, 2 * num_workers),
+        )
+        started = time.perf_counter()
+        try:
+            _annotate_stream(zip((i for i, _ in pending), stream), annotator, writer, summary,
+                             batch_size=batch_size, part_size=part_size, progress=progress)  # fmt: skip
+        finally:
+            stream.close()
+            summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def list_input(input_dir: Path, extensions: Iterable[str]) -> tuple[list[Path], list[str]]:
+    """The image files under ``input_dir`` and their ids; AnnotationError when there is none to annotate."""
     try:
         paths = find_images(input_dir, extensions)
     except (FileNotFoundError, NotADirectoryError) as err:
-        raise AnnotationError(str(err)) from err
-    writer = PartWriter(output_dir, annotator.images_schema_, annotator.faces_schema_)
-    done = writer.prepare()
-    ids = [image_id_for(p, input_dir) for p in paths]
-    pending = [(i, p) for i, p in zip(ids, paths, strict=True) if i not in done]
-    summary = AnnotationSummary(found=len(paths), skipped=len(paths) - len(pending))
-    if on_start is not None:
-        on_start(summary.found, summary.skipped)
-    log.info("%d images found, %d already annotated, %d to do", summary.found, summary.skipped, len(pending))
-    started = time.perf_counter()
+        raise AnnotationError(f"{err} (config key: input)") from err
+    if not paths:
+        raise AnnotationError(
+            f"no image files under {input_dir} (extensions {sorted(set(extensions))}, config key vision.extensions)"
+        )
+    return paths, [image_id_for(p, input_dir) for p in paths]
+
+
+def output_lock(output_dir: str | os.PathLike, timeout: float) -> OutputLock:
+    """The output folder's single-writer lock; failing to get it is an :class:`AnnotationError`."""
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AnnotationError(f"cannot write to output folder {output_dir}: {err.strerror or err}") from err
+    return _AnnotationLock(output_dir, timeout)
+
+
+class _AnnotationLock(OutputLock):
+    def acquire(self) -> OutputLock:
+        try:
+            return super().acquire()
+        except OutputLockedError as err:
+            raise AnnotationError(str(err)) from None
+
+
+def _annotate_stream(
+    results: Iterable[tuple[str, DecodedImage | ImageDecodeError]],
+    annotator: BatchAnnotator,
+    writer: PartWriter,
+    summary: AnnotationSummary,
+    *,
+    batch_size: int,
+    part_size: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Batch decoded images through the models and write a part every ``part_size`` rows. Rows not yet in a part
+    when this is interrupted are discarded (the next run annotates those files again)."""
     image_rows: list[dict[str, Any]] = []
     face_rows: list[dict[str, Any]] = []
     batch_ids: list[str] = []
     batch: list[DecodedImage] = []
 
     def flush_batch() -> None:
-        if not batch:
-            return
-        rows, faces = annotator.annotate_batch(batch_ids, batch)
-        image_rows.extend(rows)
-        face_rows.extend(faces)
-        summary.ok += len(rows)
-        summary.faces += len(faces)
-        if progress is not None:
-            progress(len(rows), len(faces))
-        batch_ids.clear()
-        batch.clear()
+        if batch:
+            rows, faces = annotator.annotate_batch(batch_ids, batch)
+            image_rows.extend(rows)
+            face_rows.extend(faces)
+            summary.ok += len(rows)
+            summary.faces += len(faces)
+            if progress is not None:
+                progress(len(rows), len(faces))
+            batch_ids.clear()
+            batch.clear()
 
-    def flush_part() -> None:
-        flush_batch()
-        if image_rows:
-            writer.write(image_rows, face_rows)
-            image_rows.clear()
-            face_rows.clear()
-
-    stream = decode_stream(
-        [p for _, p in pending],
-        num_workers=num_workers,
-        max_pixels=max_pixels,
-        max_long_side=max_long_side,
-        prefetch=max(2 * batch_size, 2 * num_workers),
-    )
-    for (image_id, _), result in zip(pending, stream, strict=True):
+    for image_id, result in results:
         if isinstance(result, ImageDecodeError):
             image_rows.append(annotator.error_row(image_id, result.reason))
-            summary.errors += 1
-            cause = result.reason.split(":", 1)[0].split(" (", 1)[0]
-            summary.error_causes[cause] = summary.error_causes.get(cause, 0) + 1
+            summary.count_error(result.reason)
             log.warning("skipping %s", result)
             if progress is not None:
                 progress(1, 0)
@@ -502,10 +528,30 @@ def annotate_folder(
             if len(batch) >= batch_size:
                 flush_batch()
         if len(image_rows) + len(batch) >= part_size:
-            flush_part()
-    flush_part()
-    summary.seconds = time.perf_counter() - started
-    return summary
+            flush_batch()
+            writer.write(image_rows, face_rows)
+            image_rows.clear()
+            face_rows.clear()
+    flush_batch()
+    if image_rows:
+        writer.write(image_rows, face_rows)
+
+
+def annotation_spec(vision_cfg: Any) -> dict[str, Any]:
+    """The settings of a ``vision`` config node that shape the rows (models, features, decoding limits).
+
+    Device, threads, batch and part size, workers and the file extensions do not change a row (beyond float
+    rounding of batched arithmetic), so resuming under other values of these is allowed.
+    """
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(vision_cfg, resolve=True) if OmegaConf.is_config(vision_cfg) else dict(vision_cfg)
+    spec = {key: node.get(key) for key in ("detector", "embedder", "image_features")}
+    return {**spec, **_decoding_spec(node.get("max_pixels", DEFAULT_MAX_PIXELS), node.get("max_long_side"))}
+
+
+def _decoding_spec(max_pixels: int, max_long_side: int | None) -> dict[str, int | None]:
+    return {"max_pixels": int(max_pixels), "max_long_side": None if max_long_side is None else int(max_long_side)}
 
 
 def annotator_from_config(vision_cfg: Any) -> BatchAnnotator:
@@ -548,4 +594,47 @@ def annotator_from_config(vision_cfg: Any) -> BatchAnnotator:
         image_encoder=encoder,
         color_features=color,
         overlap_encoder=bool(vision_cfg.get("overlap_encoder", True)),
+        spec=annotation_spec(vision_cfg),
     )
+
+
+def annotate_from_config(
+    vision_cfg: Any,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    runner_cfg: Any = None,
+    ray_cfg: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+) -> AnnotationSummary:
+    """Annotate a folder with the settings of a ``vision`` config node, locally or on Ray (``runner_cfg.name``).
+
+    The one place where config keys become :func:`annotate_folder` arguments; the annotate script and the
+    experiment runner both call it. Locally the models are built here; on Ray, inside the actors.
+    """
+    if runner_cfg is not None and runner_cfg.get("name") == "ray":
+        from vision.ray_runner import annotate_folder_ray
+
+        return annotate_folder_ray(
+            input_dir, output_dir, vision_cfg, ray_cfg, runner_cfg, progress=progress, on_start=on_start
+        )
+    list_input(Path(input_dir), list(vision_cfg.extensions))  # a missing or empty folder fails before models load
+    annotator = annotator_from_config(vision_cfg)
+    try:
+        return annotate_folder(
+            input_dir,
+            output_dir,
+            annotator,
+            batch_size=vision_cfg.batch_size,
+            part_size=vision_cfg.part_size,
+            num_workers=vision_cfg.num_workers,
+            max_pixels=vision_cfg.max_pixels,
+            max_long_side=vision_cfg.max_long_side,
+            extensions=list(vision_cfg.extensions),
+            lock_timeout=float(vision_cfg.get("lock_timeout", 0)),
+            progress=progress,
+            on_start=on_start,
+        )
+    finally:
+        annotator.close()

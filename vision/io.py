@@ -8,8 +8,10 @@ imports torch: it runs in decoding worker processes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,6 +38,11 @@ class ImageDecodeError(Exception):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Decoding workers (process pools, Ray tasks) send these back pickled; the default reduction would call
+        # ImageDecodeError(message) and fail to unpickle, which broke the whole pool on one bad file.
+        return (type(self), (self.path, self.reason))
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,11 @@ class DecodedImage:
 def find_images(root: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
     """All files under ``root`` (recursively) whose extension is an image extension, in a stable sorted order.
 
+    Symlinked folders are followed once (a link back to a folder already being walked is skipped with a warning);
+    symlinks to files are listed whatever their target, so a dangling or looping link becomes an error row rather
+    than vanishing. Folders that cannot be listed are logged and skipped. The walk is iterative: nesting depth is
+    limited only by the filesystem.
+
     Raises
     ------
     FileNotFoundError, NotADirectoryError
@@ -76,15 +88,59 @@ def find_images(root: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTEN
         raise NotADirectoryError(f"input is not a folder: {root}")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_log_walk_error):
-        dirnames.sort()
-        found.extend(Path(dirpath) / name for name in filenames if os.path.splitext(name)[1].lower() in exts)
+    stack: list[tuple[str, frozenset[tuple[int, int]]]] = [(os.fspath(root), frozenset())]
+    while stack:
+        folder, ancestors = stack.pop()
+        for sub in _scan_folder(folder, exts, ancestors, found):
+            stack.append(sub)
     found.sort(key=lambda p: image_id_for(p, root))
     return found
 
 
-def _log_walk_error(err: OSError) -> None:
-    log.warning("cannot list %s: %s", err.filename, err.strerror)
+def _scan_folder(
+    folder: str, exts: set[str], ancestors: frozenset[tuple[int, int]], found: list[Path]
+) -> list[tuple[str, frozenset[tuple[int, int]]]]:
+    """List one folder: image files go to ``found``; returns the sub-folders to walk with their ancestor set."""
+    try:
+        st = os.stat(folder)
+        key = (st.st_dev, st.st_ino)
+        if key in ancestors:
+            log.warning("skipping %s: a symlink back to a folder above it (a loop)", folder)
+            return []
+        ancestors = ancestors | {key}
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as err:
+        log.warning("cannot list %s: %s; its files are not annotated", folder, err.strerror or err)
+        return []
+    subfolders = []
+    for entry in entries:
+        if _is_folder(entry):
+            if entry.is_symlink():
+                log.info("following symlinked folder %s -> %s", entry.path, os.path.realpath(entry.path))
+            subfolders.append((entry.path, ancestors))
+        elif os.path.splitext(entry.name)[1].lower() in exts:
+            found.append(Path(entry.path))
+    return subfolders
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:  # a symlink loop or an unreadable target: treated as a file (and reported as one)
+        return False
+
+
+def file_fingerprint(path: str | os.PathLike) -> tuple[int, int]:
+    """``(size in bytes, mtime in ns)`` of the file behind ``path``; a dangling or looping symlink gives the link's
+    own, and a path that cannot be stat'ed at all ``(-1, -1)``. Resume compares these to find changed files."""
+    for stat_fn in (os.stat, os.lstat):
+        try:
+            st = stat_fn(path)
+        except OSError:
+            continue
+        return int(st.st_size), int(st.st_mtime_ns)
+    return -1, -1
 
 
 def image_id_for(path: str | os.PathLike, root: str | os.PathLike) -> str:
@@ -120,12 +176,12 @@ def load_image(
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ImageDecodeError(path, "file not found") from None
-    except PermissionError:
-        raise ImageDecodeError(path, "permission denied") from None
-    if size == 0:
+        st = path.stat()
+    except OSError as err:
+        raise ImageDecodeError(path, _stat_failure(path, err)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageDecodeError(path, "not a regular file (a folder, device or pipe with an image extension)")
+    if st.st_size == 0:
         raise ImageDecodeError(path, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
@@ -144,6 +200,37 @@ def load_image(
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         # PIL reports truncated or corrupt data as OSError/SyntaxError/ValueError/EOFError depending on the codec.
         raise ImageDecodeError(path, f"corrupt or truncated image data: {err}") from None
+
+
+def _stat_failure(path: Path, err: OSError) -> str:
+    """Words for a file that cannot even be stat'ed."""
+    if err.errno == errno.ELOOP:
+        return "symlink loop (the link points back to itself)"
+    if err.errno == errno.ENOENT:
+        if os.path.islink(path):
+            return f"file not found: dangling symlink to {os.readlink(path)!r}"
+        return "file not found (deleted while the run was going?)"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if err.errno == errno.ENAMETOOLONG:
+        return "path too long for the filesystem"
+    return f"cannot read file: {err.strerror or err}"
+
+
+def decode_or_error(
+    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, max_long_side: int | None = None
+) -> DecodedImage | ImageDecodeError:
+    """:func:`load_image`, with every failure returned (not raised) as an :class:`ImageDecodeError`.
+
+    This is what decoding workers run: the result always pickles, so one bad file never breaks a process pool or a
+    Ray task, and the caller writes one ``status=error`` row for it.
+    """
+    try:
+        return load_image(path, max_pixels=max_pixels, max_long_side=max_long_side)
+    except ImageDecodeError as err:
+        return err
+    except Exception as err:  # noqa: BLE001 - one bad file must never stop a run over millions
+        return ImageDecodeError(path, f"unexpected decoder failure: {type(err).__name__}: {err}")
 
 
 def _decode(im: Image.Image, path: Path, *, max_pixels: int, max_long_side: int | None) -> DecodedImage:

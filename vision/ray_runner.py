@@ -24,9 +24,10 @@ the two stages into the actors, and a part is then the unit of work: keep ``visi
 (images / actors). With GPU actors, decoding runs in separate CPU tasks and every batch can go to any actor. The
 driver unpickles and writes every part: it bounds the cluster's throughput (a few hundred images/s per driver).
 
-Resume is the local runner's: :meth:`PartWriter.prepare` lists the ids already written, and only the rest is sent to
-the cluster. Ray is imported lazily: without it, this module imports and :func:`annotate_folder_ray` raises an error
-that says what to install.
+Resume, the output folder's lock and the check of the vision settings are the local runner's
+(:mod:`vision.store`, :mod:`vision.lock`): only files not yet annotated, or changed since, are sent to the cluster.
+Ray is imported lazily: without it, this module imports and :func:`annotate_folder_ray` raises an error that says
+what to install.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from vision.annotate import AnnotationError, AnnotationSummary, BatchAnnotator, PartWriter
-from vision.io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DecodedImage, ImageDecodeError, find_images, image_id_for
-from vision.io import load_image as _load_image
+from vision.annotate import AnnotationSummary, BatchAnnotator, annotation_spec, list_input, output_lock
+from vision.io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, decode_or_error, file_fingerprint
+from vision.store import AnnotationError, PartWriter
 
 log = logging.getLogger(__name__)
 
@@ -185,16 +186,6 @@ def plan_part(decodable: Sequence[bool], batch_size: int) -> list[tuple[list[int
     return events
 
 
-def _decode_one(path: str, max_pixels: int, max_long_side: int | None) -> DecodedImage | ImageDecodeError:
-    # The local runner's decoding contract: every failure is an ImageDecodeError with a reason, never a crash.
-    try:
-        return _load_image(path, max_pixels=max_pixels, max_long_side=max_long_side)
-    except ImageDecodeError as err:
-        return err
-    except Exception as err:  # noqa: BLE001 - one bad file must never stop a run over millions
-        return ImageDecodeError(path, f"unexpected decoder failure: {type(err).__name__}: {err}")
-
-
 def _decode_parts(
     parts: pa.Table, *, batch_size: int, max_pixels: int, max_long_side: int | None
 ) -> Iterator[pa.Table]:
@@ -207,7 +198,7 @@ def _decode_parts(
     for part, ids, paths in zip(
         parts.column("part").to_pylist(), parts.column("ids").to_pylist(), parts.column("paths").to_pylist()
     ):
-        results = [_decode_one(p, max_pixels, max_long_side) for p in paths]
+        results = [decode_or_error(p, max_pixels, max_long_side) for p in paths]
         events = plan_part([not isinstance(r, ImageDecodeError) for r in results], batch_size)
         for k, (error_pos, batch_pos) in enumerate(events):
             payload = {
@@ -386,27 +377,42 @@ def annotate_folder_ray(
     part_size = int(vision.get("part_size", 256))
     if batch_size < 1 or part_size < 1:
         raise ValueError(f"runner.batch_size ({batch_size}) and vision.part_size ({part_size}) must be >= 1")
-    max_pixels = int(_get(vision, "max_pixels", DEFAULT_MAX_PIXELS))
-    max_long_side = vision.get("max_long_side")
     extensions = vision.get("extensions") or IMAGE_EXTENSIONS
 
     input_dir = Path(input_dir)
-    try:
-        paths = find_images(input_dir, extensions)
-    except (FileNotFoundError, NotADirectoryError) as err:
-        raise AnnotationError(str(err)) from err
-    # Schemas come from the first actor's annotator, so the driver never loads a model; prepare() needs none.
-    writer = PartWriter(output_dir, None, None)
-    done = writer.prepare()
-    ids = [image_id_for(p, input_dir) for p in paths]
-    pending = [(i, str(p.resolve())) for i, p in zip(ids, paths, strict=True) if i not in done]
-    summary = AnnotationSummary(found=len(paths), skipped=len(paths) - len(pending))
-    if on_start is not None:
-        on_start(summary.found, summary.skipped)
-    log.info("%d images found, %d already annotated, %d to do", summary.found, summary.skipped, len(pending))
-    if not pending:
-        return summary
+    paths, ids = list_input(input_dir, extensions)
+    spec = annotation_spec(vision)
+    with output_lock(output_dir, float(vision.get("lock_timeout", 0))):
+        # Schemas come from the first actor's annotator, so the driver never loads a model; prepare() needs none.
+        writer = PartWriter(output_dir, None, None)
+        resume = writer.prepare({i: file_fingerprint(p) for i, p in zip(ids, paths, strict=True)}, spec)
+        # Absolute paths for the workers, symlinks kept as they are (resolving a looping link raises here).
+        pending = [(i, os.path.abspath(p)) for i, p in zip(ids, paths, strict=True) if i not in resume.kept]
+        summary = AnnotationSummary(
+            found=len(paths), skipped=len(paths) - len(pending), changed=len(resume.changed),
+            removed=len(resume.deleted),
+        )  # fmt: skip
+        if on_start is not None:
+            on_start(summary.found, summary.skipped)
+        log.info("%d images found, %d already annotated, %d to do", summary.found, summary.skipped, len(pending))
+        if pending:
+            _run_on_ray(ray, pending, writer, summary, vision, ray_cfg, runner, annotator_factory, progress)
+    return summary
 
+
+def _run_on_ray(
+    ray: Any,
+    pending: list[tuple[str, str]],
+    writer: PartWriter,
+    summary: AnnotationSummary,
+    vision: Mapping[str, Any],
+    ray_cfg: Mapping[str, Any] | None,
+    runner: Mapping[str, Any],
+    annotator_factory: Callable[[], BatchAnnotator] | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    batch_size = int(_get(runner, "batch_size", vision.get("batch_size", 16)))
+    max_long_side = vision.get("max_long_side")
     factory = annotator_factory or AnnotatorFromConfig(vision)
     started_ray = init_ray(ray_cfg)
     try:
@@ -419,10 +425,9 @@ def annotate_folder_ray(
             factory=factory,
             runner=runner,
             batch_size=batch_size,
-            part_size=part_size,
-            max_pixels=max_pixels,
+            part_size=int(vision.get("part_size", 256)),
+            max_pixels=int(_get(vision, "max_pixels", DEFAULT_MAX_PIXELS)),
             max_long_side=None if max_long_side is None else int(max_long_side),
-            input_dir=input_dir,
             progress=progress,
             show_progress_bars=bool(_get(ray_cfg, "data_progress_bars", False)),
         )
@@ -430,7 +435,6 @@ def annotate_folder_ray(
     finally:
         if started_ray:
             ray.shutdown()
-    return summary
 
 
 def _run_pipeline(
@@ -445,7 +449,6 @@ def _run_pipeline(
     part_size: int,
     max_pixels: int,
     max_long_side: int | None,
-    input_dir: Path,
     progress: Callable[[int, int], None] | None,
     show_progress_bars: bool,
 ) -> None:
@@ -492,7 +495,7 @@ def _run_pipeline(
                 fn_constructor_kwargs={"factory": factory, "num_threads": threads},
             )
         )
-        _write_parts(ds, writer, summary, input_dir, progress)
+        _write_parts(ds, writer, summary, progress)
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
 
@@ -501,7 +504,6 @@ def _write_parts(
     ds: Any,
     writer: PartWriter,
     summary: AnnotationSummary,
-    input_dir: Path,
     progress: Callable[[int, int], None] | None,
 ) -> None:
     # Parts are written in input order as soon as all their events are in; with preserve_order they arrive in order,
@@ -517,10 +519,8 @@ def _write_parts(
         buffered.setdefault(part, {})[event] = (image_rows, face_rows)
         n_events[part] = int(row["n_events"])
         for r in image_rows[: len(image_rows) - n_ok]:
-            cause = r["error"].split(":", 1)[0].split(" (", 1)[0]
-            summary.error_causes[cause] = summary.error_causes.get(cause, 0) + 1
-            log.warning("skipping %s: %s", input_dir / r["image_id"], r["error"])
-        summary.errors += len(image_rows) - n_ok
+            summary.count_error(r["error"])
+            log.warning("skipping %s: %s", r["image_id"], r["error"])
         summary.ok += n_ok
         summary.faces += len(face_rows)
         if progress is not None:

@@ -21,13 +21,10 @@ _COMPLETE = "annotate_complete.json"
 
 
 def _input_listing(input_dir: Path, extensions: Sequence[str]) -> list[list[Any]]:
-    from vision.io import find_images, image_id_for
+    # file_fingerprint never raises: a dangling or looping symlink is listed (and becomes an error row), not a crash.
+    from vision.io import file_fingerprint, find_images, image_id_for
 
-    listing = []
-    for path in find_images(input_dir, extensions):
-        st = path.stat()
-        listing.append([image_id_for(path, input_dir), st.st_size, st.st_mtime_ns])
-    return listing
+    return [[image_id_for(p, input_dir), *file_fingerprint(p)] for p in find_images(input_dir, extensions)]
 
 
 def annotate_stage(
@@ -40,8 +37,9 @@ def annotate_stage(
     """Annotate ``input_dir`` into ``output_dir`` unless a completed run over the same files is already there.
 
     Completion is recorded in ``output_dir/annotate_complete.json`` with the input listing (image id, size,
-    mtime); when it matches the folder now, the models are not even loaded. Otherwise the annotator resumes: images
-    already written are skipped.
+    mtime) and the row-shaping vision settings; when both match, the models are not even loaded. Otherwise the
+    annotator resumes (:mod:`vision.store`): unchanged images are skipped, changed ones annotated again, rows of
+    deleted files removed; other vision settings stop it with an error rather than mix rows.
 
     Parameters
     ----------
@@ -57,31 +55,21 @@ def annotate_stage(
     dict
         ``{"output": str, "reused": bool, "ok": int, "errors": int, "faces": int, "seconds": float}``.
     """
-    from vision.annotate import annotate_folder, annotator_from_config
+    from vision.annotate import annotate_from_config, annotation_spec
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"config key input: {input_dir} is not a folder")
     listing = _input_listing(input_dir, list(vision_cfg.extensions))
+    spec = annotation_spec(vision_cfg)
     marker = output_dir / _COMPLETE
     if marker.is_file():
         done = json.loads(marker.read_text())
-        if done.get("listing") == listing:
+        if done.get("listing") == listing and done.get("spec") == spec:
             log.info("annotations in %s are complete for %s: reused", output_dir, input_dir)
             return {**done["summary"], "output": str(output_dir), "reused": True}
-    annotator = annotator_from_config(vision_cfg)
-    summary = annotate_folder(
-        input_dir,
-        output_dir,
-        annotator,
-        batch_size=vision_cfg.batch_size,
-        part_size=vision_cfg.part_size,
-        num_workers=vision_cfg.num_workers,
-        max_pixels=vision_cfg.max_pixels,
-        max_long_side=vision_cfg.max_long_side,
-        extensions=list(vision_cfg.extensions),
-        progress=progress,
-    )
+        marker.unlink()  # the folder changed or the settings did: the annotator brings the tables up to date
+    summary = annotate_from_config(vision_cfg, input_dir, output_dir, progress=progress)
     images = pd.read_parquet(output_dir / "images", columns=["status", "face_count"])
     result = {
         "ok": int((images["status"] == "ok").sum()),
@@ -89,7 +77,7 @@ def annotate_stage(
         "faces": int(images["face_count"].fillna(0).sum()),
         "seconds": float(summary.seconds),
     }
-    marker.write_text(json.dumps({"input": str(input_dir), "listing": listing, "summary": result}))
+    marker.write_text(json.dumps({"input": str(input_dir), "listing": listing, "spec": spec, "summary": result}))
     return {**result, "output": str(output_dir), "reused": False}
 
 
