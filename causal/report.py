@@ -102,6 +102,15 @@ def write_results(results: Mapping[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
+def plot_label(value: Any) -> str:
+    """Text for matplotlib drawn literally: every ``$`` escaped, so data such as a level ``"$5-$10"`` or ``"$x^$"``
+    never switches on mathtext (which garbles the text or, for invalid TeX, raises after all the fitting is done).
+
+    Every label built from data or config (levels, column names, titles) goes through this helper.
+    """
+    return str(value).replace("$", r"\$")
+
+
 def plot_propensity(
     histogram: Mapping[str, Any], path: str | Path, *, threshold: float | None = None, title: str = "Propensity overlap"
 ) -> Path:
@@ -149,7 +158,7 @@ def plot_propensity(
     ax.set_xlim(0, 1)
     ax.set_xlabel("estimated propensity e(x) = P(treated | covariates)")
     ax.set_ylabel("density (control below)")
-    ax.set_title(title)
+    ax.set_title(plot_label(title))
     ax.legend(loc="upper center", frameon=False, fontsize=8)
     fig.tight_layout()
     path = Path(path)
@@ -193,8 +202,8 @@ def plot_cate_by_group(
         if ate is not None:
             ax.axvline(ate["estimate"], color="0.4", linestyle="--", linewidth=1, label="ATE")
         ax.axvline(0, color="0.2", linewidth=0.6)
-        ax.set_yticks(ys, [f"{r['level']} (n={r['n']})" for r in rows], fontsize=8)
-        ax.set_title(f"effect by {col}")
+        ax.set_yticks(ys, [plot_label(f"{r['level']} (n={r['n']})") for r in rows], fontsize=8)
+        ax.set_title(plot_label(f"effect by {col}"))
         ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     path = Path(path)

@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from causal.report import plot_label
+
 log = logging.getLogger(__name__)
 
 PACKAGES = (
@@ -164,8 +166,8 @@ def plot_effect_vs_naive(results: Mapping[str, Any]) -> bytes | None:
         ax.axvline(true_ate, color="#e31a1c", linestyle=":", label="true ATE (simulator)")
         ax.legend(fontsize=8, frameon=False)
     ax.axvline(0, color="0.3", linewidth=0.8)
-    ax.set_yticks(ys, [r[0] for r in rows])
-    ax.set_xlabel(f"effect of {results.get('treatment')} on {results.get('outcome')}")
+    ax.set_yticks(ys, [plot_label(r[0]) for r in rows])
+    ax.set_xlabel(plot_label(f"effect of {results.get('treatment')} on {results.get('outcome')}"))
     ax.set_title("Adjusted effect vs naive difference (95% CI)")
     fig.tight_layout()
     return _figure_png(fig)
@@ -190,7 +192,7 @@ def plot_mediation_diagram(mediation: Mapping[str, Any]) -> bytes | None:
         ax.text(
             x,
             y,
-            f"{names[key]}",
+            plot_label(names[key]),
             ha="center",
             va="center",
             fontsize=10,
@@ -205,7 +207,7 @@ def plot_mediation_diagram(mediation: Mapping[str, Any]) -> bytes | None:
             xytext=(x0 + 0.12 * (x1 - x0), y0 + 0.2 * (y1 - y0)),
             arrowprops={"arrowstyle": "->", "color": "0.25", "lw": 1.5},
         )
-        ax.text((x0 + x1) / 2 + offset[0], (y0 + y1) / 2 + offset[1], label, ha="center", fontsize=8.5)
+        ax.text((x0 + x1) / 2 + offset[0], (y0 + y1) / 2 + offset[1], plot_label(label), ha="center", fontsize=8.5)
 
     def fmt(effect: Mapping[str, Any] | None) -> str:
         if not effect:
@@ -218,12 +220,12 @@ def plot_mediation_diagram(mediation: Mapping[str, Any]) -> bytes | None:
     ax.text(
         8.4,
         4.6,
-        f"indirect a·b = {fmt(mediation.get('indirect'))}\ntotal c = {fmt(mediation.get('total'))}",
+        plot_label(f"indirect a·b = {fmt(mediation.get('indirect'))}\ntotal c = {fmt(mediation.get('total'))}"),
         ha="center",
         fontsize=8.5,
         color="#333",
     )
-    ax.set_title(f"Mediation: verdict '{mediation.get('verdict')}'", fontsize=11)
+    ax.set_title(plot_label(f"Mediation: verdict '{mediation.get('verdict')}'"), fontsize=11)
     return _figure_png(fig)
 
 

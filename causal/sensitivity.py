@@ -442,6 +442,8 @@ def ovb_contour_plot(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from causal.report import plot_label
+
     est, se, dof = result["estimate"], result["stderr"], result["dof"]
     bounds = result.get("bounds", [])
     biggest = max([result["robustness_value"] * 1.5, 0.1] + [b["r2dz_x"] * 1.2 for b in bounds])
@@ -464,7 +466,7 @@ def ovb_contour_plot(
     for b in bounds:
         ax.plot(b["r2dz_x"], b["r2yz_dx"], marker="D", color="red")
         ax.annotate(
-            f"{b['label']} ({b['adjusted_estimate']:.3g})",
+            plot_label(f"{b['label']} ({b['adjusted_estimate']:.3g})"),
             (b["r2dz_x"], b["r2yz_dx"]),
             textcoords="offset points",
             xytext=(5, 5),
@@ -472,7 +474,7 @@ def ovb_contour_plot(
         )
     ax.set_xlabel("partial R² of confounder with the treatment")
     ax.set_ylabel("partial R² of confounder with the outcome")
-    ax.set_title(f"Adjusted estimate of {result['treatment']} (red dashed: zero)", fontsize=10)
+    ax.set_title(plot_label(f"Adjusted estimate of {result['treatment']} (red dashed: zero)"), fontsize=10)
     ax.set_xlim(0, lim_x)
     ax.set_ylim(0, lim_y)
     path = Path(path)

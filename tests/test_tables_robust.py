@@ -16,6 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from causal.data import DataError, Roles, load_from_config, pool_rare_levels, prepare, select_rows
+from causal.report import plot_cate_by_group, plot_label, plot_propensity
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -187,3 +188,56 @@ def test_pool_rare_levels_rules():
     many = pd.Series([f"l{i:02d}" for i in range(20) for _ in range(40)])
     pooled = pool_rare_levels(many, max_levels=5)
     assert pooled.nunique() == 5 and (pooled == "other").sum() == 16 * 40
+
+
+# ------------------------------------------------------------------------------------------------ labels in plots
+BAD_LABELS = ["$\\frac{$", "$5-$10", "price $x^$"]  # invalid TeX between dollars: mathtext raises when drawing
+
+
+def test_plot_label_escapes_every_dollar():
+    assert plot_label("$5-$10") == r"\$5-\$10"
+    assert plot_label(3) == "3"
+
+
+def test_every_plot_draws_labels_with_dollars_literally(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from causal.report_html import plot_effect_vs_naive, plot_mediation_diagram
+    from causal.sensitivity import ovb_contour_plot, ovb_robustness
+
+    rows = [
+        {"level": lv, "n": 40, "estimate": 0.1 * i, "ci_low": 0.0, "ci_high": 0.3} for i, lv in enumerate(BAD_LABELS)
+    ]
+    assert plot_cate_by_group({BAD_LABELS[2]: rows}, tmp_path / "cate.png").stat().st_size > 0
+    hist = {"edges": [0.0, 0.5, 1.0], "treated": [1, 2], "control": [2, 1]}
+    assert plot_propensity(hist, tmp_path / "p.png", title=BAD_LABELS[0]).stat().st_size > 0
+    effect = {"estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2}
+    results = {
+        "treatment": BAD_LABELS[0],
+        "outcome": BAD_LABELS[1],
+        "ate": effect,
+        "naive": {"difference_in_means": 0.2, "ci_low": 0.1, "ci_high": 0.3},
+    }
+    assert plot_effect_vs_naive(results).startswith(b"\x89PNG")
+    med = {
+        "treatment": BAD_LABELS[0],
+        "mediator": BAD_LABELS[1],
+        "outcome": BAD_LABELS[2],
+        "verdict": "$x^$",
+        "direct": effect,
+        "indirect": effect,
+        "total": effect,
+    }
+    assert plot_mediation_diagram(med).startswith(b"\x89PNG")
+    rng = np.random.default_rng(0)
+    frame = (
+        pd.DataFrame({"w": rng.standard_normal(300)})
+        .assign(
+            t=lambda f: (f["w"] + rng.standard_normal(300) > 0).astype(float),
+            y=lambda f: f["t"] + f["w"] + rng.standard_normal(300),
+        )
+        .rename(columns={"w": BAD_LABELS[0], "t": BAD_LABELS[1]})
+    )
+    res = ovb_robustness(frame, BAD_LABELS[1], "y", [BAD_LABELS[0]], benchmark_covariates=[BAD_LABELS[0]], kd=0.2)
+    assert ovb_contour_plot(res, tmp_path / "ovb.png").stat().st_size > 0
