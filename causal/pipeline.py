@@ -30,6 +30,7 @@ from causal import dml, overlap, report
 from causal.data import CausalDataset, DataError, Roles, load_from_config
 from causal.nuisance import CrossFitNuisance
 from causal.nuisance import from_config as nuisance_from_config
+from causal.validate import ConfigError, allowed_keys, check_columns, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,10 @@ def step_screening(ctx: RunContext) -> list[dict[str, Any]]:
     from causal.screening import screen_features
 
     opts = ctx.step_config("screening")
-    unknown = sorted(set(opts) - {"features", "alpha", "exclude", "max_levels"})
+    # Second line of defence behind causal.validate (run() checks the whole config first), with the same key set.
+    unknown = sorted(set(opts) - allowed_keys("screening"))
     if unknown:
-        raise ValueError(f"config group screening: unknown key(s) {unknown}")
+        raise ConfigError([(f"screening.{unknown[0]}", f"unknown key(s) {unknown}")])
     data_cfg = to_plain(_node(ctx.cfg, "data")) or {}
     exclude = list(dict.fromkeys([*(opts.get("exclude") or []), *(data_cfg.get("outcome_derived") or [])]))
     table = screen_features(
@@ -149,9 +151,9 @@ def step_dml(ctx: RunContext) -> None:
     ``cate_by_group.png``.
     """
     opts = ctx.step_config("dml")
-    unknown = sorted(set(opts) - {"compare", "moderation", "plots"})
+    unknown = sorted(set(opts) - allowed_keys("dml"))  # second line of defence behind causal.validate
     if unknown:
-        raise ValueError(f"config group dml: unknown key(s) {unknown}")
+        raise ConfigError([(f"dml.{unknown[0]}", f"unknown key(s) {unknown}")])
     ds, keep, nuis = ctx.dataset, ctx.keep, ctx.nuisance
     y, t = ds.y[keep], ds.t[keep]
     groups = ds.groups.loc[keep].reset_index(drop=True) if ds.groups.shape[1] else None
@@ -247,11 +249,32 @@ STEPS: dict[str, StepFn] = {
 }
 # Steps whose function fills several top-level keys itself and returns None.
 _MULTI_KEY_STEPS = {"dml"}
+# Earlier steps whose output a step reads from the context (the rows the overlap step kept, the dml step's fitted
+# effect). When one of them fails, the step is skipped: run on all rows or without the effect, it would write
+# numbers that look valid but are not. A step missing here depends on every step before it.
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "annotate": (),
+    "evaluate": (),
+    "screening": (),
+    "overlap": (),
+    "dml": ("overlap",),
+    "mediation": ("overlap",),
+    "sensitivity": ("overlap", "dml"),
+    "report": (),
+}
 
 
-def register_step(name: str, func: StepFn) -> None:
-    """Add or replace a step: ``func(ctx) -> dict | None``, stored under ``results[name]`` when it returns one."""
+def register_step(name: str, func: StepFn, *, depends_on: tuple[str, ...] | None = None) -> None:
+    """Add or replace a step: ``func(ctx) -> dict | None``, stored under ``results[name]`` when it returns one.
+
+    ``depends_on`` names the earlier steps whose output it reads (skipped when one of them fails); ``None``: every
+    step before it in ``steps``.
+    """
     STEPS[name] = func
+    if depends_on is None:
+        DEPENDS_ON.pop(name, None)
+    else:
+        DEPENDS_ON[name] = tuple(depends_on)
 
 
 # ------------------------------------------------------------------------------------------------------------- run
@@ -273,6 +296,12 @@ def build_dataset(cfg: Any) -> tuple[CausalDataset, dict | None]:
 def run(cfg: Any, out_dir: str | Path | None = None) -> dict[str, Any]:
     """Run ``cfg.steps`` in order and write ``results.json``, ``truth.json`` (simulated data), ``timings.json``.
 
+    The whole config is checked first (:func:`causal.validate.validate_config`; the column checks right after the
+    data are loaded), so a bad key fails before any model is fitted. A step that fails later does not lose the
+    others: it is logged with its traceback, recorded under ``results["errors"]`` (``step``, ``type``,
+    ``message``, ``skipped``: the later steps that needed it and did not run), and the results of every other step
+    are written as usual.
+
     Parameters
     ----------
     cfg : DictConfig or mapping
@@ -285,22 +314,23 @@ def run(cfg: Any, out_dir: str | Path | None = None) -> dict[str, Any]:
     -------
     dict
         The results as written to ``results.json`` (JSON types, contract key order).
+
+    Raises
+    ------
+    ConfigError
+        A config value that cannot work (named by its full key), before the data are loaded or after, before
+        any step.
     """
+    validate_config(cfg)
     steps = list(_node(cfg, "steps") or [])
-    unknown = [s for s in steps if s not in STEPS]
-    if unknown:
-        raise ValueError(f"config key steps: unknown step(s) {unknown}; known: {list(STEPS)}")
-    if len(set(steps)) != len(steps):
-        raise ValueError(f"config key steps lists a step twice: {steps}")
     out = Path(out_dir) if out_dir is not None else _hydra_output_dir()
     out.mkdir(parents=True, exist_ok=True)
     seed = int(_node(cfg, "seed") or 0)
     alpha = float(_node(cfg, "alpha") or 0.05)
-    if not 0 < alpha < 1:
-        raise ValueError(f"config key alpha: {alpha} is not in (0, 1)")
 
     start = time.perf_counter()
     dataset, truth = build_dataset(cfg)
+    check_columns(cfg, dataset.frame.columns)
     ctx = RunContext(
         cfg=cfg,
         out_dir=out,
@@ -323,26 +353,78 @@ def run(cfg: Any, out_dir: str | Path | None = None) -> dict[str, Any]:
             "steps": steps,
         }
     )
-    for name in steps:
-        log.info("step %s", name)
-        begin = time.perf_counter()
-        fragment = STEPS[name](ctx)
-        if fragment is not None and name not in _MULTI_KEY_STEPS:
-            ctx.results[name] = fragment
-        ctx.timings[f"step_{name}"] = time.perf_counter() - begin
+    errors = _run_steps(ctx, steps)
+    if errors:
+        ctx.results["errors"] = errors
     ctx.results["n_used"] = int(ctx.keep.sum())
     if truth is not None:
         ctx.results["truth"] = _truth_for_run(cfg, ctx, truth)
         report.write_json(ctx.results["truth"], out / "truth.json")
     ctx.timings["total"] = time.perf_counter() - start
-    path = report.write_results(ctx.results, out)
-    report.write_json(ctx.timings, out / "timings.json")
-    if "report" in steps:
-        from causal.report_html import report_for_run
-
-        report_for_run(report.to_jsonable(report.order_results(ctx.results)), out, cfg)
+    path = _write_outputs(ctx, "report" in steps)
     log.info("results in %s (%.1fs)", path, ctx.timings["total"])
     return report.to_jsonable(report.order_results(ctx.results))
+
+
+def _depends_on(name: str, steps: list[str]) -> tuple[str, ...]:
+    if name in DEPENDS_ON:
+        return DEPENDS_ON[name]
+    return tuple(steps[: steps.index(name)])
+
+
+def _run_steps(ctx: RunContext, steps: list[str]) -> list[dict[str, Any]]:
+    """Run each step; a failing one is logged and recorded, and the steps that need it are skipped.
+
+    Returns
+    -------
+    list of dict
+        One entry per failed step: ``step``, ``type`` (exception class), ``message`` and ``skipped``.
+    """
+    errors: list[dict[str, Any]] = []
+    cause: dict[str, dict[str, Any]] = {}  # failed or skipped step -> the error entry it traces back to
+    for name in steps:
+        needed = [d for d in _depends_on(name, steps) if d in cause]
+        if needed:
+            log.warning("step %s skipped: it needs step %s, which did not complete", name, needed[0])
+            cause[name] = cause[needed[0]]
+            cause[name]["skipped"].append(name)
+            continue
+        log.info("step %s", name)
+        begin = time.perf_counter()
+        # Roll back what a failing step half wrote: results.json holds complete steps only.
+        before, keep = set(ctx.results), ctx.keep.copy()
+        try:
+            fragment = STEPS[name](ctx)
+        except Exception as err:  # any failure of one step is recorded, the others' results kept
+            log.exception("step %s failed", name)
+            for key in set(ctx.results) - before - {"nuisance"}:  # the nuisance fit itself completed
+                del ctx.results[key]
+            ctx.keep = keep
+            cause[name] = {"step": name, "type": type(err).__name__, "message": str(err), "skipped": []}
+            errors.append(cause[name])
+            continue
+        if fragment is not None and name not in _MULTI_KEY_STEPS:
+            ctx.results[name] = fragment
+        ctx.timings[f"step_{name}"] = time.perf_counter() - begin
+    return errors
+
+
+def _write_outputs(ctx: RunContext, with_report: bool) -> Path:
+    """``results.json``, ``timings.json`` and (with the report step) ``report.html``; a failing report is recorded
+    under ``errors`` and results.json written again, so the results never depend on the report."""
+    path = report.write_results(ctx.results, ctx.out_dir)
+    report.write_json(ctx.timings, ctx.out_dir / "timings.json")
+    if with_report:
+        from causal.report_html import report_for_run
+
+        try:
+            report_for_run(report.to_jsonable(report.order_results(ctx.results)), ctx.out_dir, ctx.cfg)
+        except Exception as err:  # the results are written; the report is the last thing
+            log.exception("step report failed")
+            entry = {"step": "report", "type": type(err).__name__, "message": str(err), "skipped": []}
+            ctx.results.setdefault("errors", []).append(entry)
+            path = report.write_results(ctx.results, ctx.out_dir)
+    return path
 
 
 def _truth_for_run(cfg: Any, ctx: RunContext, truth: dict) -> dict:
