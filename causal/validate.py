@@ -276,7 +276,12 @@ def resolved(cfg: Any) -> dict[str, Any]:
         try:
             return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True, throw_on_missing=False)
         except OmegaConfBaseException as err:
-            raise ConfigError([(str(getattr(err, "full_key", "") or "?"), _omegaconf_message(err))]) from err
+            # An interpolation of a `???` value (modifiers: ${roles.groups}): name the key that is not set.
+            problems = _Problems()
+            _check_missing(OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=False), problems)
+            raise ConfigError(
+                problems or [(str(getattr(err, "full_key", "") or "?"), _omegaconf_message(err))]
+            ) from err
     return {k: v for k, v in dict(cfg or {}).items() if k != "hydra"}
 
 

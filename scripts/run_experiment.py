@@ -37,7 +37,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from causal.cache import StepCache, cache_key
 from causal.data import DataError
 from causal.pipeline import STEPS, run
+from causal.report import write_results
 from causal.report_html import report_for_run
+from causal.validate import ConfigError, validate_config
 
 log = logging.getLogger("run_experiment")
 
@@ -100,6 +102,9 @@ def summary_lines(results: dict) -> list[str]:
         refs = sens.get("refutations") or []
         passed = sum(bool(r.get("passed")) for r in refs)
         lines.append(f"E-value {_fmt(sens['e_value'], 3)}; refutations passed {passed}/{len(refs)}")
+    for failed in results.get("errors") or []:
+        skipped = f", so {', '.join(failed['skipped'])} did not run" if failed.get("skipped") else ""
+        lines.append(f"step {failed['step']} FAILED ({failed['type']}){skipped}: no results for it")
     return lines
 
 
@@ -158,7 +163,13 @@ def causal_key(cfg: DictConfig) -> str:
 
 
 def run_experiment(cfg: DictConfig, out_dir: Path) -> tuple[dict, dict]:
-    """Run the configured stages into ``out_dir``; return (results, info) where info has per-stage notes."""
+    """Run the configured stages into ``out_dir``; return (results, info) where info has per-stage notes.
+
+    The whole config is checked before the annotate stage (:func:`causal.validate.validate_config`, the checks
+    that need no table); the column checks run once the data are loaded, before any model is fitted. A causal step
+    that fails is recorded under ``results["errors"]``; such results are not cached.
+    """
+    validate_config(cfg)
     vision_steps, causal_steps, _ = split_steps(list(cfg.steps))
     cache = StepCache(_select(cfg, "paths.cache"))
     info: dict[str, Any] = {"timings": {}}
@@ -224,34 +235,64 @@ def run_experiment(cfg: DictConfig, out_dir: Path) -> tuple[dict, dict]:
             before = {p for p in out_dir.rglob("*") if p.is_file()}
             results = run(causal_cfg, out_dir)
             written = [p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() and p not in before]
-            cache.store(
-                "causal", key, out_dir, [n for n in written if not n.startswith(".hydra") and not n.endswith(".log")]
-            )
+            if not results.get("errors"):  # a failed step would otherwise be replayed from the cache
+                cache.store(
+                    "causal",
+                    key,
+                    out_dir,
+                    [n for n in written if not n.startswith(".hydra") and not n.endswith(".log")],
+                )
         info["timings"]["causal"] = time.perf_counter() - start
     # The report is written by every run that has something to show (REPORT_STEP only documents the order).
     if results or metrics:
-        info["report"] = report_for_run(
-            results or {"treatment": _select(cfg, "roles.treatment"), "outcome": _select(cfg, "roles.outcome")},
-            out_dir,
-            cfg,
-        )
+        info["report"] = _write_report(cfg, out_dir, results)
     info["metrics"] = metrics
     return results, info
 
 
+def _write_report(cfg: DictConfig, out_dir: Path, results: dict) -> Path | None:
+    """report.html; when it fails, the failure joins ``results["errors"]`` (and results.json) instead of hiding the
+    results already written."""
+    try:
+        return report_for_run(
+            results or {"treatment": _select(cfg, "roles.treatment"), "outcome": _select(cfg, "roles.outcome")},
+            out_dir,
+            cfg,
+        )
+    except Exception as err:  # the results are complete; the report only shows them
+        log.exception("step report failed")
+        if results:
+            results.setdefault("errors", []).append(
+                {"step": "report", "type": type(err).__name__, "message": str(err), "skipped": []}
+            )
+            write_results(results, out_dir)
+        return None
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    """Exit codes: 0 done; 1 bad data, or a step failed (the others' results are written); 2 a config error."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     started_ray = False
     try:
+        validate_config(cfg)  # before Ray starts and before the annotate stage
         if _select(cfg, "estimator.use_ray", False):
             # EconML's and the nuisance cross-fit's Ray tasks run where `ray.address` says.
             from vision.ray_runner import init_ray
 
             started_ray = init_ray(_select(cfg, "ray"))
         results, info = run_experiment(cfg, out_dir)
+    except ConfigError as err:
+        # One line naming the key: the run stopped before any model was fitted.
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OmegaConfBaseException as err:
+        what = "required value is not set (???)" if isinstance(err, MissingMandatoryValue) else "cannot be resolved"
+        print(f"config error: config key {getattr(err, 'full_key', '?')}: {what}", file=sys.stderr)
+        sys.exit(2)
     except (DataError, ValueError, FileNotFoundError, ImportError, ConnectionError) as err:
         # Bad data or config: the message names the file, column or key; a traceback would bury it.
         sys.exit(f"error: {err}")
@@ -260,6 +301,22 @@ def main(cfg: DictConfig) -> float | None:
             import ray
 
             ray.shutdown()
+    _print_summary(results, info, out_dir)
+    for failed in results.get("errors") or []:
+        message = (failed["message"].splitlines() or [""])[0]
+        skipped = f"; skipped {', '.join(failed['skipped'])}" if failed.get("skipped") else ""
+        print(
+            f"error: step {failed['step']} failed ({failed['type']}: {message}){skipped}; "
+            f"the other steps' results are in {out_dir / 'results.json'}",
+            file=sys.stderr,
+        )
+    if results.get("errors"):
+        sys.exit(1)
+    ate = results.get("ate") or {}
+    return ate.get("estimate")
+
+
+def _print_summary(results: dict, info: dict, out_dir: Path) -> None:
     ann = info.get("annotate")
     if ann:
         state = "reused" if ann["reused"] else f"{ann['seconds']:.1f}s"
@@ -279,8 +336,6 @@ def main(cfg: DictConfig) -> float | None:
         print(f"results: {out_dir / 'results.json'}")
     if info.get("report"):
         print(f"report:  {info['report']}")
-    ate = results.get("ate") or {}
-    return ate.get("estimate")
 
 
 if __name__ == "__main__":
