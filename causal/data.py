@@ -545,9 +545,10 @@ def pool_rare_levels(
 ) -> pd.Series:
     """Levels seen fewer than ``min_count`` times, and those beyond the ``max_levels`` most frequent, -> ``"other"``.
 
-    A single rare level is kept as it is (pooling it alone would only rename it), and so are rare levels when no
-    level reaches ``min_count`` (a small table: pooling would leave one level). Frequency ties are broken by name,
-    so the result does not depend on row order.
+    A single rare level is kept as it is (pooling it alone would only rename it). When no level reaches
+    ``min_count`` every level is rare and all become "other": no level has enough units to say anything on its own
+    (lower ``data.prepare.min_level_count`` for a small table). Frequency ties are broken by name, so the result
+    does not depend on row order.
 
     Parameters
     ----------
@@ -564,7 +565,7 @@ def pool_rare_levels(
     counts = labels.value_counts()
     order = sorted(counts.index, key=lambda level: (-counts[level], level))
     rare = [lv for lv in order if counts[lv] < min_count]
-    keep = [lv for lv in order if counts[lv] >= min_count] if 2 <= len(rare) < len(order) else order
+    keep = [lv for lv in order if counts[lv] >= min_count] if len(rare) >= 2 else order
     if max_levels is not None and len(keep) + (len(keep) < len(order)) > max_levels:
         keep = keep[: max_levels - 1]
     if len(keep) == len(order):

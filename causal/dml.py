@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from causal.data import MIN_LEVEL_COUNT, pool_rare_levels
 from causal.nuisance import CachedClassifier, CachedRegressor
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,8 @@ def moderation(
     confounders: pd.DataFrame,
     *,
     alpha: float = 0.05,
+    min_level_count: int = MIN_LEVEL_COUNT,
+    max_levels: int | None = 50,
 ) -> dict[str, Any]:
     """Baron & Kenny moderation: OLS of y on T, the moderator, T x moderator and confounders, HC3 SEs.
 
@@ -271,7 +274,9 @@ def moderation(
 
     A categorical moderator enters as dummies (reference: its most frequent level) and each T x level term is the
     difference in effect from the reference level; a numeric one is centred, so the T coefficient is the effect at
-    the moderator's mean.
+    the moderator's mean. Levels with fewer than ``min_level_count`` rows, and those beyond the ``max_levels`` most
+    frequent, pool into "other" first (:func:`causal.data.pool_rare_levels`): each level costs two design columns
+    and a column-by-column rank check, so 5,000 raw levels took over 11 minutes, for terms that are noise anyway.
 
     Parameters
     ----------
@@ -281,13 +286,16 @@ def moderation(
     confounders : DataFrame of shape (n, p), numeric
         Encoded confounders W. Columns in the span of the moderator's dummies (the moderator is usually a
         confounder too) are dropped so the design has full rank.
+    min_level_count, max_levels : int
+        Level pooling (config ``data.prepare.min_level_count`` and ``max_levels``).
 
     Returns
     -------
     dict
         ``kind`` ("categorical" or "numeric"), ``reference``, ``treatment`` (effect record at the reference level
         or mean), ``interactions`` ([{"term", "level", estimate, stderr, ci, p_value}]), ``joint`` (Wald test of
-        all interaction terms: ``chi2``, ``df``, ``p_value``), ``cov_type`` ("HC3"), ``n``.
+        all interaction terms: ``chi2``, ``df``, ``p_value``), ``cov_type`` ("HC3"), ``n``, and for a categorical
+        moderator ``levels`` (distinct raw levels) and ``pooled_levels`` (how many went into "other").
     """
     y = np.asarray(y, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
@@ -300,14 +308,18 @@ def moderation(
         names = [str(moderator.name)]
         reference = "mean"
     else:
-        levels = moderator.astype(str).fillna("missing")
+        raw = moderator.astype(str).fillna("missing")
+        levels = pool_rare_levels(raw, min_count=min_level_count, max_levels=max_levels)
+        pooling = {"levels": int(raw.nunique()), "pooled_levels": int(raw.nunique() - levels.nunique())}
+        pooling["pooled_levels"] += int(pooling["pooled_levels"] > 0)  # "other" replaced them: it is not one of them
         counts = levels.value_counts()
         reference = str(sorted(counts.index[counts == counts.max()])[0])
         others = sorted(lv for lv in counts.index if lv != reference)
         main = np.column_stack([(levels == lv).to_numpy(dtype=np.float64) for lv in others]) if others else None
         names = others
     if main is None:
-        return {"kind": "categorical", "reference": reference, "note": "moderator has one level; nothing to test"}
+        note = "moderator has one level" + (" after pooling rare levels" if pooling["pooled_levels"] else "")
+        return {"kind": "categorical", "reference": reference, "note": f"{note}; nothing to test", **pooling}
     head = np.column_stack([np.ones_like(t), t, t[:, None] * main, main])
     k = main.shape[1]
     params, cov, kept = ols_hc3(y, head, confounders.to_numpy(dtype=np.float64))
@@ -342,6 +354,7 @@ def moderation(
         "joint": {"chi2": chi2, "df": int(ok.sum()), "p_value": float(stats.chi2.sf(chi2, int(ok.sum())))},
         "cov_type": "HC3",
         "n": int(len(y)),
+        **({} if numeric else pooling),
     }
 
 

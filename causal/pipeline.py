@@ -189,7 +189,8 @@ def step_dml(ctx: RunContext) -> None:
         frame = ds.frame.loc[keep].reset_index(drop=True)
         w_used = ds.W.loc[keep].reset_index(drop=True)
         ctx.results["moderation"] = {
-            mod: dml.moderation(y, t, frame[mod], w_used, alpha=ctx.alpha) for mod in ds.roles.modifiers
+            mod: dml.moderation(y, t, frame[mod], w_used, alpha=ctx.alpha, **ds.info.get("pooling", {}))
+            for mod in ds.roles.modifiers
         }
         ctx.timings["moderation"] = time.perf_counter() - start
     if opts.get("plots", True) and ctx.results.get("cate_by_group"):

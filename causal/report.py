@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,14 @@ def plot_label(value: Any) -> str:
     return str(value).replace("$", r"\$")
 
 
+def largest_levels(rows: Sequence[Mapping[str, Any]], limit: int) -> list[Mapping[str, Any]]:
+    """The ``limit`` group-level rows with the most units (ties by level name), in their original order."""
+    if len(rows) <= limit:
+        return list(rows)
+    ranked = sorted(range(len(rows)), key=lambda i: (-(rows[i].get("n") or 0), str(rows[i].get("level"))))
+    return [rows[i] for i in sorted(ranked[:limit])]
+
+
 def plot_propensity(
     histogram: Mapping[str, Any], path: str | Path, *, threshold: float | None = None, title: str = "Propensity overlap"
 ) -> Path:
@@ -174,13 +182,18 @@ def plot_cate_by_group(
     *,
     ate: Mapping[str, Any] | None = None,
     truth: Mapping[str, Mapping[str, float]] | None = None,
+    max_rows: int = 40,
 ) -> Path:
-    """Forest plot of group effects with CIs, one panel per group column; true values marked when given."""
+    """Forest plot of group effects with CIs, one panel per group column; true values marked when given.
+
+    At most ``max_rows`` levels per panel (those with the most units), so the figure stays a readable size.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    cate_by_group = {c: largest_levels(rows, max_rows) for c, rows in cate_by_group.items()}
     cols = [c for c, rows in cate_by_group.items() if rows]
     fig, axes = plt.subplots(
         1,

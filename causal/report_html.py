@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from causal.report import plot_label
+from causal.report import largest_levels, plot_label
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ PACKAGES = (
     "torch",
 )
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Most rows of a per-level table in the page: a column with thousands of levels once made a 16 MB report.
+MAX_TABLE_ROWS = 30
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -408,17 +410,24 @@ def _effects_table(results: Mapping[str, Any]) -> str:
     return _table(["estimate", "value", "std. error", "95% CI"], rows, [False, True, True, False])
 
 
-def _cate_tables(cate: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+def _cate_tables(cate: Mapping[str, Sequence[Mapping[str, Any]]], limit: int = MAX_TABLE_ROWS) -> str:
+    """One table per group column; beyond ``limit`` levels only the largest are listed and the rest summarised."""
     out = []
     for col, rows in cate.items():
         out.append(f"<h3>by {html.escape(str(col))}</h3>")
+        shown = largest_levels(rows, limit)
         out.append(
             _table(
                 ["level", "n", "effect", "95% CI"],
-                [(r["level"], r["n"], r["estimate"], _ci(r)) for r in rows],
+                [(r["level"], r["n"], r["estimate"], _ci(r)) for r in shown],
                 [False, True, True, False],
             )
         )
+        if len(shown) < len(rows):
+            rest = sum(int(r.get("n") or 0) for r in rows) - sum(int(r.get("n") or 0) for r in shown)
+            out.append(
+                f'<p class="muted">{len(rows) - len(shown)} smaller levels ({rest} units) are in results.json.</p>'
+            )
     return "".join(out)
 
 

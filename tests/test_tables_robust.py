@@ -107,7 +107,7 @@ def _table_cfg(path, **overrides):
 
 
 def test_na_strings_are_data_by_default_and_missing_only_when_listed(tmp_path, caplog):
-    frame = _frame()
+    frame = _frame(300)  # ~100 rows per country: every level reaches data.prepare.min_level_count
     frame.loc[[4, 5], "pop"] = np.nan  # written as empty cells: missing under the default too
     frame.to_csv(tmp_path / "e.csv", index=False)
     tsv = tmp_path / "e.tsv"
@@ -184,7 +184,8 @@ def test_pool_rare_levels_rules():
     one_rare = pd.Series(["a"] * 40 + ["b"] * 5)
     assert pool_rare_levels(one_rare).equals(one_rare)  # pooling one level would only rename it
     small = pd.Series(["a"] * 10 + ["b"] * 8 + ["c"] * 5)
-    assert pool_rare_levels(small).equals(small)  # no level reaches the minimum: a small table, kept
+    assert set(pool_rare_levels(small)) == {"other"}  # no level has enough units to be reported on its own
+    assert pool_rare_levels(small, min_count=5).equals(small)
     many = pd.Series([f"l{i:02d}" for i in range(20) for _ in range(40)])
     pooled = pool_rare_levels(many, max_levels=5)
     assert pooled.nunique() == 5 and (pooled == "other").sum() == 16 * 40
@@ -241,3 +242,73 @@ def test_every_plot_draws_labels_with_dollars_literally(tmp_path):
     )
     res = ovb_robustness(frame, BAD_LABELS[1], "y", [BAD_LABELS[0]], benchmark_covariates=[BAD_LABELS[0]], kd=0.2)
     assert ovb_contour_plot(res, tmp_path / "ovb.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------- 5,000-level modifier
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_5000_level_modifier_and_group_finishes_within_a_minute_with_a_small_report(tmp_path):
+    """The issue's case: a 5,000-level column as modifier and group at the simulator's default size (20,000 rows)
+    ran the moderation regression for over 11 minutes and wrote a 16 MB report."""
+    import json
+    import time
+
+    from hydra import compose, initialize_config_dir
+
+    from causal.pipeline import run
+    from causal.simulate import simulate_catalog
+
+    sim = simulate_catalog(seed=0)  # default size
+    data = sim.data.assign(shop=[f"shop_{i}" for i in np.random.default_rng(0).permutation(len(sim.data)) % 5000])
+    assert data["shop"].nunique() == 5000
+    data.to_parquet(tmp_path / "table.parquet")
+    overrides = [
+        "data=table",
+        f"data.path={tmp_path / 'table.parquet'}",
+        "data.outcome_derived=[impressions,plays]",  # as data=simulated declares them
+        "roles.groups=[genre,country,shop]",  # modifiers follow groups
+        "steps=[screening,overlap,dml,report]",  # the report too: its size is part of the issue
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    start = time.perf_counter()
+    results = run(cfg, tmp_path / "out")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, f"{elapsed:.1f} s"
+    # ~4 rows per shop: every level is under data.prepare.min_level_count, so all pool into "other".
+    assert [r["level"] for r in results["cate_by_group"]["shop"]] == ["other"]
+    mod = results["moderation"]["shop"]
+    assert mod["levels"] == 5000 and "interactions" not in mod
+    assert len(results["moderation"]["genre"]["interactions"]) == 7  # 8 genres, all large: none pooled
+    assert (tmp_path / "out" / "report.html").stat().st_size < 2_000_000
+    assert (tmp_path / "out" / "results.json").stat().st_size < 1_000_000
+    ate = results["ate"]
+    assert abs(ate["estimate"] - sim.truth["ate"]) < 4 * ate["stderr"]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["n_units"] == 20000
+
+
+def test_moderation_pools_rare_levels_before_the_regression():
+    from causal.dml import moderation
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    level = np.where(rng.random(n) < 0.5, "big", np.char.add("tiny_", rng.integers(0, 300, n).astype(str)))
+    t = rng.integers(0, 2, n).astype(float)
+    y = 0.1 * t + 0.2 * t * (level == "big") + rng.normal(0, 0.1, n)
+    res = moderation(y, t, pd.Series(level), pd.DataFrame({"w": rng.normal(size=n)}))
+    n_tiny = len(set(level)) - 1
+    assert n_tiny > 250 and res["levels"] == n_tiny + 1 and res["pooled_levels"] == n_tiny
+    (term,) = res["interactions"]  # big vs other: one interaction instead of 300
+    assert term["level"] == "other" and abs(term["estimate"] + 0.2) < 4 * term["stderr"]
+
+
+def test_report_lists_at_most_30_levels_per_cate_table():
+    from causal.report_html import render_report
+
+    rows = [
+        {"level": f"lv{i}", "n": 100 + i, "estimate": 0.1, "stderr": 0.01, "ci_low": 0.0, "ci_high": 0.2}
+        for i in range(500)
+    ]
+    page = render_report({"treatment": "t", "outcome": "y", "cate_by_group": {"shop": rows}})
+    assert page.count("<tr><td>lv") == 30 and "lv499" in page and "lv0<" not in page
+    assert "470 smaller levels" in page
