@@ -24,3 +24,56 @@ def astronaut() -> np.ndarray:
     if not candidates:
         pytest.skip("assets_sample/ has no skimage_astronaut.png")
     return np.asarray(Image.open(candidates[0]).convert("RGB"))
+
+
+def make_bad_input_folder(root: Path, face: np.ndarray) -> dict[str, str | None]:
+    """Every awkward kind of file a real catalog has, beside good images; returns image_id -> expected error cause
+    (None: the file decodes and gets an ok row). A folder named like an image is walked, not a row."""
+    import io
+    import os
+
+    root.mkdir(parents=True, exist_ok=True)
+    expected: dict[str, str | None] = {}
+
+    def put(name: str, cause: str | None) -> Path:
+        expected[name] = cause
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        return root / name
+
+    Image.fromarray(face).save(put("good face.png", None))
+    Image.fromarray(face).save(put("ünïcödé 'quoted' \"poster\".jpg", None), quality=92)
+    put("zero.jpg", "empty file").write_bytes(b"")
+    buf = io.BytesIO()
+    Image.fromarray(face).save(buf, format="JPEG")
+    put("truncated.jpg", "corrupt or truncated").write_bytes(buf.getvalue()[:3000])
+    put("not-an-image.png", "not a decodable image").write_text("<html>404</html>")
+    Image.fromarray(face).convert("CMYK").save(put("cmyk.jpg", None))
+    Image.fromarray(face[..., 1].astype(np.uint16) * 257).save(put("deep16.png", None))
+    pal = Image.fromarray(face).convert("P", palette=Image.Palette.ADAPTIVE)
+    pal.save(put("palette-transparent.png", None), transparency=0)
+    Image.fromarray(face).convert("L").save(put("grey.png", None))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated; viewers rotate it back
+    Image.fromarray(np.ascontiguousarray(np.rot90(face, 1))).save(put("exif-rotated.jpg", None), exif=exif)
+    frames = [Image.fromarray(face), Image.new("RGB", face.shape[1::-1], (0, 0, 0))]
+    frames[0].save(put("animated.gif", None), save_all=True, append_images=frames[1:], duration=40)
+    frames[0].save(put("animated.webp", None), save_all=True, append_images=frames[1:], duration=40)
+    Image.new("1", (9000, 9000), 0).save(put("bomb.png", "over the pixel limit"))
+    Image.new("L", (1, 1), 0).save(put("one-pixel.png", None))
+    Image.new("RGBA", (300, 200), (0, 0, 0, 0)).save(put("transparent.webp", None))
+    Image.fromarray(face).save(put("folder.jpg/inside.png", None))  # a directory named like an image
+    os.symlink(root / "gone.png", put("dangling-link.png", "dangling symlink"))
+    os.symlink("loop-link.jpg", put("loop-link.jpg", "symlink loop"))
+    return expected
+
+
+@pytest.fixture
+def default_annotate_config():
+    """Compose ``conf/annotate.yaml`` exactly as the annotate script would, with only the given overrides."""
+    from hydra import compose, initialize_config_dir
+
+    def compose_(*overrides: str):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return compose(config_name="annotate", overrides=list(overrides))
+
+    return compose_

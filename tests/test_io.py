@@ -182,3 +182,58 @@ def test_find_images_missing_folder(tmp_path: Path) -> None:
     (tmp_path / "file.jpg").write_bytes(b"x")
     with pytest.raises(NotADirectoryError):
         find_images(tmp_path / "file.jpg")
+
+
+def test_decode_errors_survive_pickling_for_worker_processes(tmp_path: Path) -> None:
+    """Process pools and Ray send errors back pickled; the default exception reduction failed to unpickle."""
+    import pickle
+
+    from vision.io import decode_or_error
+
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    err = decode_or_error(tmp_path / "zero.jpg")
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, ImageDecodeError) and (back.path, back.reason) == (err.path, err.reason)
+    assert str(back) == str(err)
+
+
+def test_symlinks_dangling_and_looping_are_named_errors(tmp_path: Path) -> None:
+    os.symlink(tmp_path / "gone.png", tmp_path / "dangling.png")
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    found = [p.name for p in find_images(tmp_path)]
+    assert found == ["dangling.png", "loop.jpg"]  # listed, so each becomes an error row rather than vanishing
+    with pytest.raises(ImageDecodeError, match="dangling symlink"):
+        load_image(tmp_path / "dangling.png")
+    with pytest.raises(ImageDecodeError, match="symlink loop"):
+        load_image(tmp_path / "loop.jpg")
+
+
+def test_find_images_follows_symlinked_folders_once_and_skips_loops(tmp_path: Path) -> None:
+    real = tmp_path / "elsewhere" / "posters"
+    real.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(real / "a.png")
+    root = tmp_path / "catalog"
+    root.mkdir()
+    os.symlink(real, root / "linked")
+    os.symlink(root, root / "linked-back-up")  # a loop: catalog/linked-back-up -> catalog
+    ids = [image_id_for(p, root) for p in find_images(root)]
+    assert ids == ["linked/a.png"]
+
+
+def test_find_images_on_very_deep_folders(tmp_path: Path) -> None:
+    """os.walk recursed once per level (RecursionError past ~1000); the walk is iterative now."""
+    levels = [str(tmp_path / "d")]
+    for _ in range(1100):
+        levels.append(levels[-1] + "/d")
+    try:
+        for level in levels:  # os.makedirs recurses too: one level at a time
+            os.mkdir(level)
+        Image.new("RGB", (8, 8)).save(levels[-1] + "/deep.png")
+        assert [p.name for p in find_images(tmp_path)] == ["deep.png"]
+    finally:
+        # pytest's own clean-up of old temporary folders (shutil.rmtree) recurses per level and would fail later.
+        if os.path.exists(levels[-1] + "/deep.png"):
+            os.unlink(levels[-1] + "/deep.png")
+        for level in reversed(levels):
+            if os.path.isdir(level):
+                os.rmdir(level)

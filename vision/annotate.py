@@ -619,7 +619,11 @@ def annotate_from_config(
         return annotate_folder_ray(
             input_dir, output_dir, vision_cfg, ray_cfg, runner_cfg, progress=progress, on_start=on_start
         )
-    list_input(Path(input_dir), list(vision_cfg.extensions))  # a missing or empty folder fails before models load
+    # A missing or empty input folder, or an output folder another run holds, fail before the models load.
+    list_input(Path(input_dir), list(vision_cfg.extensions))
+    lock_timeout = float(vision_cfg.get("lock_timeout", 0))
+    with output_lock(output_dir, lock_timeout):
+        pass
     annotator = annotator_from_config(vision_cfg)
     try:
         return annotate_folder(
@@ -632,7 +636,7 @@ def annotate_from_config(
             max_pixels=vision_cfg.max_pixels,
             max_long_side=vision_cfg.max_long_side,
             extensions=list(vision_cfg.extensions),
-            lock_timeout=float(vision_cfg.get("lock_timeout", 0)),
+            lock_timeout=lock_timeout,
             progress=progress,
             on_start=on_start,
         )
