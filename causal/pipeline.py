@@ -126,9 +126,16 @@ def step_screening(ctx: RunContext) -> list[dict[str, Any]]:
 def step_overlap(ctx: RunContext) -> dict[str, Any]:
     """Propensity diagnostics, balance, trimming; sets ``ctx.keep`` and writes ``propensity_overlap.png``."""
     kwargs = overlap.from_config(ctx.step_config("overlap"))
+    # A covariate that splits treated from control stops the run here, before any nuisance model is fitted.
+    overlap.check_separation(ctx.dataset.t, ctx.features, source=ctx.dataset.source)
     e = ctx.nuisance.propensity_
     result, keep = overlap.diagnose(
-        e, ctx.dataset.t, ctx.features, ctx.dataset.groups if ctx.dataset.groups.shape[1] else None, **kwargs
+        e,
+        ctx.dataset.t,
+        ctx.features,
+        ctx.dataset.groups if ctx.dataset.groups.shape[1] else None,
+        **kwargs,
+        source=ctx.dataset.source,
     )
     if keep.sum() < 10 or len(np.unique(ctx.dataset.t[keep])) < 2:
         raise DataError(
@@ -154,6 +161,8 @@ def step_dml(ctx: RunContext) -> None:
     unknown = sorted(set(opts) - allowed_keys("dml"))  # second line of defence behind causal.validate
     if unknown:
         raise ConfigError([(f"dml.{unknown[0]}", f"unknown key(s) {unknown}")])
+    if "overlap" not in ctx.results:  # the overlap step checks separation; without it, check here (no model yet)
+        overlap.check_separation(ctx.dataset.t, ctx.features, source=ctx.dataset.source)
     ds, keep, nuis = ctx.dataset, ctx.keep, ctx.nuisance
     y, t = ds.y[keep], ds.t[keep]
     groups = ds.groups.loc[keep].reset_index(drop=True) if ds.groups.shape[1] else None

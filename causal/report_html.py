@@ -232,6 +232,30 @@ def plot_mediation_diagram(mediation: Mapping[str, Any]) -> bytes | None:
 
 
 # ---------------------------------------------------------------------------------------------------------- sections
+# Weighted |SMD| above this is severe imbalance: regression adjustment is unreliable there (Rubin 2001; Stuart 2010).
+SEVERE_SMD = 0.25
+
+
+def overlap_problem(results: Mapping[str, Any]) -> str | None:
+    """Why overlap (positivity) failed in this run, in words, or None when it did not.
+
+    Failed: the overlap step itself failed (e.g. perfect separation stopped it), a level held only one arm, or the
+    weighted max |SMD| stays above :data:`SEVERE_SMD`.
+    """
+    for err in results.get("errors") or []:
+        if err.get("step") == "overlap" or "separated" in str(err.get("message", "")):
+            return f"the overlap check stopped the run: {err.get('message')}"
+    ov = results.get("overlap") or {}
+    sep = ov.get("separation") or {}
+    if sep.get("one_arm"):
+        levels = ", ".join(f"{lv['covariate']} (all {lv['arm']})" for lv in sep["one_arm"][:3])
+        return f"some levels hold units of one arm only: {levels}; {sep.get('trimmed', 0)} unit(s) trimmed"
+    weighted = (ov.get("max_abs_smd") or {}).get("weighted")
+    if weighted is not None and weighted > SEVERE_SMD:
+        return f"after weighting the arms still differ (max |SMD| {_num(weighted, 3)} > {SEVERE_SMD})"
+    return None
+
+
 def plain_summary(results: Mapping[str, Any], evaluation: Mapping[str, Any] | None = None) -> str:
     """One paragraph in plain words: what was asked, what was found, how sure, and what could overturn it."""
     t, y = results.get("treatment", "the treatment"), results.get("outcome", "the outcome")
@@ -249,7 +273,10 @@ def plain_summary(results: Mapping[str, Any], evaluation: Mapping[str, Any] | No
             f"by about {_num(ate['estimate'], 3)} on average (95% interval {_ci(ate, 3)}); "
             + (
                 "the interval excludes zero, so the data support a real effect."
-                if sure
+                if sure and not overlap_problem(results)
+                else "but treated and control units are not comparable (overlap failed, see below), so this "
+                "number is not evidence of an effect."
+                if overlap_problem(results)
                 else "the interval includes zero, so the data cannot tell an effect from none."
             )
         )
@@ -329,6 +356,9 @@ def _assumptions(results: Mapping[str, Any], evaluation: Mapping[str, Any] | Non
         check = f"{span}{ov.get('trimmed', 0)} unit(s) trimmed by rule '{ov.get('rule')}' (section Overlap)"
     else:
         check = "overlap step not run"
+    problem = overlap_problem(results)
+    if problem or ov:
+        check = _Raw(f"{_verdict(problem is None)} {html.escape(problem or check)}")
     rows.append(("Positivity (overlap)", "Every kind of unit could have been treated or not.", check))
     rows.append(
         (
@@ -569,6 +599,9 @@ def render_report(
             "should share the same range; standardised mean differences (SMD) near 0 after weighting mean the "
             "groups are comparable (|SMD| &lt; 0.1 is the usual bar).</p>",
             _img(run_plot("propensity"), "propensity overlap"),
+            f'<p class="bad">Overlap failed: {html.escape(overlap_problem(results) or "")}</p>'
+            if overlap_problem(results)
+            else "",
             _balance(results["overlap"]),
         ]
     if results.get("ate") or results.get("naive"):

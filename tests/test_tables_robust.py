@@ -16,6 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from causal.data import DataError, Roles, load_from_config, pool_rare_levels, prepare, select_rows
+from causal.overlap import check_separation, diagnose
 from causal.report import plot_cate_by_group, plot_label, plot_propensity
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -312,3 +313,110 @@ def test_report_lists_at_most_30_levels_per_cate_table():
     page = render_report({"treatment": "t", "outcome": "y", "cate_by_group": {"shop": rows}})
     assert page.count("<tr><td>lv") == 30 and "lv499" in page and "lv0<" not in page
     assert "470 smaller levels" in page
+
+
+# ----------------------------------------------------------------------------------------------------- separation
+def _separated(n=2000, seed=0, flip=0):
+    """Treatment decided by x > 0 (flip units swapped across), z a harmless confounder."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    t = (x > 0).astype(int)
+    t[rng.choice(n, flip, replace=False)] ^= 1
+    return t, pd.DataFrame({"x": x, "z": rng.standard_normal(n)})
+
+
+def test_a_covariate_that_splits_the_arms_stops_with_its_name():
+    t, cov = _separated()
+    with pytest.raises(
+        DataError, match=r"eng\.csv: the treatment is \(nearly\) perfectly separated by 'x' \(no overlap"
+    ):
+        check_separation(t, cov, source="eng.csv")
+    t, cov = _separated(flip=6)  # 0.3% of units across the line: near-perfect, AUC > 0.99
+    with pytest.raises(DataError, match=r"separated by 'x' \(AUC 0\.99\d\)"):
+        check_separation(t, cov, source="eng.csv")
+    t, cov = _separated(flip=400)  # 20% across: thin overlap, not separation
+    assert check_separation(t, cov)["status"] == "ok"
+
+
+def test_a_propensity_that_splits_the_arms_stops_the_estimate():
+    rng = np.random.default_rng(1)
+    n = 1000
+    cov = pd.DataFrame({"a": rng.standard_normal(n), "b": rng.standard_normal(n)})
+    t = (cov["a"] + cov["b"] > 0).astype(int).to_numpy()  # neither alone separates, their sum does
+    assert check_separation(t, cov)["status"] == "ok"
+    e = 1 / (1 + np.exp(-20 * (cov["a"] + cov["b"]).to_numpy()))
+    with pytest.raises(DataError, match=r"cross-fitted propensity \(AUC 1\.000"):
+        diagnose(e, t, cov, rule="fixed", threshold=0.01)
+
+
+def test_a_level_with_one_arm_only_is_trimmed_loudly(caplog):
+    rng = np.random.default_rng(2)
+    n = 2000
+    level = rng.choice(["a", "b", "c"], n)
+    t = rng.integers(0, 2, n)
+    t[level == "c"] = 1  # every unit of level c is treated
+    cov = pd.DataFrame({"w": rng.standard_normal(n), "g=b": (level == "b") * 1.0, "g=c": (level == "c") * 1.0})
+    e = np.clip(0.5 + 0.45 * (level == "c"), 0, 1)
+    with caplog.at_level(logging.WARNING, logger="causal.overlap"):
+        result, keep = diagnose(e, t, cov, rule="fixed", threshold=0.01, source="eng.csv")
+    sep = result["separation"]
+    assert sep["status"] == "partial" and sep["one_arm"] == [
+        {"covariate": "g=c", "n": int((level == "c").sum()), "arm": "treated"}
+    ]
+    assert sep["trimmed"] == int((level == "c").sum()) and not keep[level == "c"].any() and keep[level != "c"].all()
+    assert "eng.csv: overlap trims" in caplog.text and "g=c" in caplog.text
+    _, keep_none = diagnose(e, t, cov, rule="none")  # rule=none: reported, not trimmed
+    assert keep_none.all()
+
+
+def test_the_simulator_at_its_default_overlap_is_not_separated():
+    from causal.simulate import simulate_catalog
+
+    data = prepare(
+        simulate_catalog(n_titles=300, seed=0).data,
+        Roles(
+            treatment="face_present",
+            outcome="take_rate",
+            confounders=["genre", "country", "title_popularity", "release_year"],
+        ),
+    )
+    sep = check_separation(data.t, data.W)
+    assert sep["status"] == "ok" and not sep["separating"] and not sep["one_arm"]
+
+
+def test_separated_treatment_stops_before_any_model_and_the_report_says_overlap_failed(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from causal.pipeline import run
+    from causal.report_html import render_report
+
+    t, cov = _separated(n=400)
+    frame = cov.assign(t=t, y=np.random.default_rng(0).normal(0.1 * t, 0.05))
+    frame.to_csv(tmp_path / "e.csv", index=False)
+    overrides = [
+        "data=table",
+        f"data.path={tmp_path / 'e.csv'}",
+        "roles.treatment=t",
+        "roles.outcome=y",
+        "roles.confounders=[x,z]",
+        "estimator=linear_dml",  # no modifiers here: the forest needs some
+        "roles.groups=[]",
+        "roles.mediator=null",
+        "steps=[overlap,dml,report]",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    results = run(cfg, tmp_path / "out")
+    (error,) = [e for e in results["errors"] if e["step"] == "overlap"]
+    assert error["type"] == "DataError" and "perfectly separated by 'x'" in error["message"]
+    assert "dml" in error["skipped"] and "ate" not in results and "nuisance" not in results  # no model was fitted
+    page = (tmp_path / "out" / "report.html").read_text()
+    row = page[page.index("Positivity (overlap)") :].split("</tr>")[0]
+    assert '<span class="bad">failed</span>' in row and "separated by" in row
+    # An estimate beside a failed overlap check is not called evidence of an effect.
+    effect = {"estimate": 0.1, "stderr": 0.01, "ci_low": 0.08, "ci_high": 0.12}
+    bad = {"treatment": "t", "outcome": "y", "ate": effect, "overlap": {"max_abs_smd": {"raw": 3.0, "weighted": 2.5}}}
+    page = render_report(bad)
+    assert "support a real effect" not in page and "not comparable" in page and 'class="bad">failed' in page
+    good = {**bad, "overlap": {"max_abs_smd": {"raw": 0.4, "weighted": 0.02}}}
+    assert "support a real effect" in render_report(good) and 'class="ok">passed' in render_report(good)
