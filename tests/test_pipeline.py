@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from causal import pipeline
+from causal.data import DataError
 from causal.pipeline import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,6 +206,81 @@ def test_cli_writes_results_and_prints_a_summary(tmp_path):
         check=False,
     )
     assert bad.returncode != 0 and "/nonexistent.csv" in bad.stderr
+
+
+def _metrics_without_rates(tmp_path: Path) -> Path:
+    """A detector metrics file the misclassification analysis cannot read: it fails inside the sensitivity step, after
+    the dml step, the way a real file from another evaluation version would (the config itself is valid)."""
+    path = tmp_path / "metrics.json"
+    path.write_text("{}")
+    return path
+
+
+# The sensitivity step is a shipped group (conf/sensitivity/default.yaml) but not a default step: added here so that a
+# step runs after dml; the e-value and the misclassification analysis alone keep it short.
+AFTER_DML = ["steps=[screening,overlap,dml,sensitivity]", "sensitivity.analyses=[e_value]"]
+MISCLASSIFICATION = "sensitivity.analyses=[e_value,misclassification]"
+
+
+@pytest.mark.slow
+def test_a_step_failing_after_dml_keeps_the_ate_and_names_the_step(tmp_path):
+    metrics = _metrics_without_rates(tmp_path)
+    cfg = _compose([*SHRINK, *AFTER_DML, MISCLASSIFICATION, f"sensitivity.misclassification.metrics_file={metrics}"])
+    results = run(cfg, tmp_path / "out")
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert on_disk == results
+    assert on_disk["ate"]["ci_low"] < on_disk["ate"]["estimate"] < on_disk["ate"]["ci_high"]
+    assert {"screening", "overlap", "naive", "cate_by_group"} <= set(on_disk)
+    [error] = on_disk["errors"]
+    assert (error["step"], error["type"], error["skipped"]) == ("sensitivity", "ValueError", [])
+    assert str(metrics) in error["message"]
+    # The failed step leaves no half-written block (its e-value was computed before the misclassification failed).
+    assert "sensitivity" not in on_disk and "misclassification" not in on_disk
+    assert (tmp_path / "out" / "timings.json").exists() and (tmp_path / "out" / "truth.json").exists()
+
+
+def test_a_failed_step_skips_the_steps_that_need_it(tmp_path, monkeypatch):
+    def no_overlap(ctx):
+        ctx.keep[:] = False  # half done: must not leak into n_used
+        raise DataError("no overlap")
+
+    monkeypatch.setitem(pipeline.STEPS, "overlap", no_overlap)
+    results = run(_compose([*SHRINK, *AFTER_DML]), tmp_path)
+    assert results["errors"] == [
+        {"step": "overlap", "type": "DataError", "message": "no overlap", "skipped": ["dml", "sensitivity"]}
+    ]
+    assert results["screening"] and "ate" not in results and "nuisance" not in results  # dml never fitted
+    assert results["n_used"] == results["n_units"]
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+@pytest.mark.slow
+def test_cli_exit_codes_name_the_bad_key_or_the_failed_step(tmp_path):
+    def cli(*overrides, name):
+        script = str(REPO / "scripts" / "run_experiment.py")
+        args = [sys.executable, script, *overrides, f"hydra.run.dir={tmp_path / name}"]
+        return subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+
+    for overrides, key in ((["+dml.comapre=[]"], "dml.comapre"), (["data=table"], "data.path")):
+        bad = cli(*overrides, name=key)
+        assert bad.returncode == 2, bad.stderr[-2000:]
+        assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]  # one line, no traceback
+        assert bad.stderr.startswith(f"config error: config key {key}: ")
+    metrics = _metrics_without_rates(tmp_path)
+    failed = cli(
+        *SHRINK[:-1],
+        "estimator=linear_dml",
+        *AFTER_DML,
+        MISCLASSIFICATION,
+        f"sensitivity.misclassification.metrics_file={metrics}",
+        name="partial",
+    )
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    results_json = tmp_path / "partial" / "results.json"
+    assert failed.stderr.strip().splitlines()[-1].startswith("error: step sensitivity failed (ValueError: ")
+    assert failed.stderr.strip().endswith(f"the other steps' results are in {results_json}")
+    assert "ATE (doubly robust)" in failed.stdout and "step sensitivity FAILED (ValueError)" in failed.stdout
+    assert json.loads(results_json.read_text())["ate"]["estimate"] is not None
 
 
 def test_results_json_is_strict_and_ordered(tmp_path):
