@@ -67,6 +67,27 @@ def make_bad_input_folder(root: Path, face: np.ndarray) -> dict[str, str | None]
     return expected
 
 
+def check_bad_input_rows(out: Path, expected: dict[str, str | None], face: np.ndarray) -> None:
+    """One row per file of :func:`make_bad_input_folder`, with the expected cause, faces found in the photos."""
+    from vision.store import read_annotations
+
+    images, faces = read_annotations(out)
+    assert sorted(images["image_id"]) == sorted(expected)  # one row per file, the folder named .jpg is not one
+    by_id = images.set_index("image_id")
+    for image_id, cause in expected.items():
+        row = by_id.loc[image_id]
+        if cause is None:
+            assert row["status"] == "ok", (image_id, row["error"])
+        else:
+            assert row["status"] == "error" and cause in row["error"], (image_id, row["error"])
+    photos = [i for i, c in expected.items() if c is None and by_id.loc[i, "width"] == face.shape[1]]
+    assert len(photos) >= 8 and (by_id.loc[photos, "face_count"] >= 1).mean() >= 0.8
+    assert set(faces["image_id"]) <= set(by_id.index[by_id["status"] == "ok"])
+    # Nullable types: an error row has no face_present, and a mask still works.
+    assert str(images["face_present"].dtype) == "boolean" and str(images["face_count"].dtype) == "Int32"
+    assert images[images["face_present"]]["image_id"].isin(photos).all()
+
+
 @pytest.fixture
 def default_annotate_config():
     """Compose ``conf/annotate.yaml`` exactly as the annotate script would, with only the given overrides."""

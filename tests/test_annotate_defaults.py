@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_bad_input_folder
+from conftest import check_bad_input_rows, make_bad_input_folder
 from PIL import Image
 
 from vision.annotate import AnnotationError, annotate_from_config
@@ -37,24 +37,6 @@ def _cli(input_dir: Path, output_dir: Path, *overrides: str) -> subprocess.Popen
     )
 
 
-def _check_bad_input_rows(out: Path, expected: dict[str, str | None], face: np.ndarray) -> None:
-    images, faces = read_annotations(out)
-    assert sorted(images["image_id"]) == sorted(expected)  # one row per file, the folder named .jpg is not one
-    by_id = images.set_index("image_id")
-    for image_id, cause in expected.items():
-        row = by_id.loc[image_id]
-        if cause is None:
-            assert row["status"] == "ok", (image_id, row["error"])
-        else:
-            assert row["status"] == "error" and cause in row["error"], (image_id, row["error"])
-    photos = [i for i, c in expected.items() if c is None and by_id.loc[i, "width"] == face.shape[1]]
-    assert len(photos) >= 8 and (by_id.loc[photos, "face_count"] >= 1).mean() >= 0.8
-    assert set(faces["image_id"]) <= set(by_id.index[by_id["status"] == "ok"])
-    # Nullable types: an error row has no face_present, and a mask still works.
-    assert str(images["face_present"].dtype) == "boolean" and str(images["face_count"].dtype) == "Int32"
-    assert images[images["face_present"]]["image_id"].isin(photos).all()
-
-
 @pytest.mark.slow
 def test_bad_input_folder_with_the_shipped_defaults(tmp_path: Path, astronaut: np.ndarray) -> None:
     expected = make_bad_input_folder(tmp_path / "in", astronaut)
@@ -63,7 +45,7 @@ def test_bad_input_folder_with_the_shipped_defaults(tmp_path: Path, astronaut: n
     assert run.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr and "BrokenProcessPool" not in stderr
     assert f"errors {sum(c is not None for c in expected.values())} " in stdout
-    _check_bad_input_rows(tmp_path / "out", expected, astronaut)
+    check_bad_input_rows(tmp_path / "out", expected, astronaut)
 
 
 def _folder(root: Path, face: np.ndarray, n: int) -> None:

@@ -236,3 +236,20 @@ def test_bad_runner_config_names_the_key_before_starting(runner, key, tmp_path):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         annotate_folder_ray(SAMPLE, tmp_path / "out", VISION, None, runner)
     assert not (tmp_path / "out").exists()
+
+
+@requires_ray
+@pytest.mark.ray
+@pytest.mark.slow
+def test_bad_input_folder_on_ray_with_the_shipped_defaults(ray_local, tmp_path, astronaut, default_annotate_config):
+    """runner=ray as shipped (conf/runner/ray.yaml, default vision models): one row per awkward file, no crash."""
+    from conftest import check_bad_input_rows, make_bad_input_folder
+
+    from vision.annotate import annotate_from_config
+
+    expected = make_bad_input_folder(tmp_path / "in", astronaut)
+    cfg = default_annotate_config("input=x", "output=y", "runner=ray")
+    out = tmp_path / "out"
+    summary = annotate_from_config(cfg.vision, tmp_path / "in", out, runner_cfg=cfg.runner, ray_cfg=cfg.ray)
+    assert summary.errors == sum(c is not None for c in expected.values())
+    check_bad_input_rows(tmp_path / "out", expected, astronaut)
