@@ -166,6 +166,26 @@ def test_causal_steps_cached_until_config_changes(tmp_path):
     assert info4.get("causal_cached")  # where files go is not part of the key
 
 
+@requires_wiring
+def test_a_failed_causal_step_is_reported_and_never_cached(tmp_path, monkeypatch):
+    from causal import pipeline
+
+    def broken(ctx):
+        raise RuntimeError("screening broke")
+
+    base = ["experiment=screening_only", "data.n_titles=40", f"paths.cache={tmp_path / 'cache'}"]
+    with monkeypatch.context() as patch:
+        patch.setitem(pipeline.STEPS, "screening", broken)
+        failed, _ = runner.run_experiment(_compose(base), tmp_path / "a")
+    assert failed["errors"][0]["step"] == "screening" and "screening" not in failed
+    assert "step screening FAILED (RuntimeError): no results for it" in runner.summary_lines(failed)
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["errors"] == failed["errors"]
+    assert (tmp_path / "a" / "report.html").is_file()  # the report still shows what was computed
+    # Had the failed run been cached, this run would replay the error instead of computing the screening.
+    second, info = runner.run_experiment(_compose(base), tmp_path / "b")
+    assert not info.get("causal_cached") and second["screening"] and "errors" not in second
+
+
 def test_aggregate_runs_reads_overrides_and_results(tmp_path):
     for num, (est, seed, ate) in enumerate([("linear_dml", 1, 0.01), ("causal_forest", 2, 0.02)]):
         run = tmp_path / str(num)
