@@ -91,23 +91,11 @@ def worker_naive(input_dir: Path, faces_out: Path | None) -> dict:
 def worker_ours(input_dir: Path, output: Path, overrides: list[str]) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from vision.annotate import annotate_folder, annotator_from_config
+    from vision.annotate import annotate_from_config
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="annotate", overrides=[f"input={input_dir}", f"output={output}", *overrides])
-    v = cfg.vision
-    annotator = annotator_from_config(v)
-    summary = annotate_folder(
-        input_dir,
-        output,
-        annotator,
-        batch_size=v.batch_size,
-        part_size=v.part_size,
-        num_workers=v.num_workers,
-        max_pixels=v.max_pixels,
-        max_long_side=v.max_long_side,
-        extensions=list(v.extensions),
-    )
+    summary = annotate_from_config(cfg.vision, input_dir, output)
     return {"images": summary.processed, "seconds": summary.seconds, "errors": summary.errors}
 
 

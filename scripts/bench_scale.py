@@ -98,7 +98,7 @@ def max_differences(a, b) -> dict[str, float]:
 def bench_annotation(args: argparse.Namespace, work: Path) -> dict:
     import pandas as pd
 
-    from vision.annotate import annotate_folder, annotator_from_config
+    from vision.annotate import annotate_folder, annotator_from_config, folder_options
     from vision.device import configure_threads
     from vision.ray_runner import annotate_folder_ray
 
@@ -132,17 +132,7 @@ def bench_annotation(args: argparse.Namespace, work: Path) -> dict:
         folder = work / f"in{copies}"
         for name, annotator in annotators.items():
             configure_threads(1 if name == "local_1thread" else v.num_threads)
-            local = annotate_folder(
-                folder,
-                work / f"{name}{copies}",
-                annotator,
-                batch_size=v.batch_size,
-                part_size=v.part_size,
-                num_workers=v.num_workers,
-                max_pixels=v.max_pixels,
-                max_long_side=v.max_long_side,
-                extensions=list(v.extensions),
-            )
+            local = annotate_folder(folder, work / f"{name}{copies}", annotator, **folder_options(v))
             seconds[name][copies] = local.seconds
         seconds["ray"][copies] = annotate_folder_ray(folder, work / f"ray{copies}", v, None, cfg.runner).seconds
     big, small = max(sizes), min(sizes)

@@ -430,15 +430,7 @@ def annotate_folder(
     spec = {**annotator.spec, **_decoding_spec(max_pixels, max_long_side)}
     with output_lock(output_dir, lock_timeout):
         writer = PartWriter(output_dir, annotator.images_schema_, annotator.faces_schema_)
-        resume = writer.prepare({i: file_fingerprint(p) for i, p in zip(ids, paths, strict=True)}, spec)
-        pending = [(i, p) for i, p in zip(ids, paths, strict=True) if i not in resume.kept]
-        summary = AnnotationSummary(
-            found=len(paths), skipped=len(paths) - len(pending), changed=len(resume.changed),
-            removed=len(resume.deleted),
-        )  # fmt: skip
-        if on_start is not None:
-            on_start(summary.found, summary.skipped)
-        log.info("%d images found, %d already annotated, %d to do", summary.found, summary.skipped, len(pending))
+        pending, summary = begin_run(writer, paths, ids, spec, on_start)
         stream = decode_stream(
             [p for _, p in pending],
             num_workers=num_workers,
@@ -467,6 +459,25 @@ def list_input(input_dir: Path, extensions: Iterable[str]) -> tuple[list[Path], 
             f"no image files under {input_dir} (extensions {sorted(set(extensions))}, config key vision.extensions)"
         )
     return paths, [image_id_for(p, input_dir) for p in paths]
+
+
+def begin_run(
+    writer: PartWriter,
+    paths: Sequence[Path],
+    ids: Sequence[str],
+    spec: Mapping[str, Any],
+    on_start: Callable[[int, int], None] | None,
+) -> tuple[list[tuple[str, Path]], AnnotationSummary]:
+    """Reconcile the output folder with the input files (under the lock): the ``(id, path)`` still to annotate and a
+    summary that counts what was skipped, changed and removed. Shared by the local and the Ray runner."""
+    resume = writer.prepare({i: file_fingerprint(p) for i, p in zip(ids, paths, strict=True)}, spec)
+    pending = [(i, p) for i, p in zip(ids, paths, strict=True) if i not in resume.kept]
+    summary = AnnotationSummary(found=len(paths), skipped=len(paths) - len(pending))
+    summary.changed, summary.removed = len(resume.changed), len(resume.deleted)
+    if on_start is not None:
+        on_start(summary.found, summary.skipped)
+    log.info("%d images found, %d already annotated, %d to do", summary.found, summary.skipped, len(pending))
+    return pending, summary
 
 
 def output_lock(output_dir: str | os.PathLike, timeout: float) -> OutputLock:
@@ -621,24 +632,25 @@ def annotate_from_config(
         )
     # A missing or empty input folder, or an output folder another run holds, fail before the models load.
     list_input(Path(input_dir), list(vision_cfg.extensions))
-    lock_timeout = float(vision_cfg.get("lock_timeout", 0))
-    with output_lock(output_dir, lock_timeout):
+    with output_lock(output_dir, float(vision_cfg.get("lock_timeout", 0))):
         pass
     annotator = annotator_from_config(vision_cfg)
     try:
         return annotate_folder(
-            input_dir,
-            output_dir,
-            annotator,
-            batch_size=vision_cfg.batch_size,
-            part_size=vision_cfg.part_size,
-            num_workers=vision_cfg.num_workers,
-            max_pixels=vision_cfg.max_pixels,
-            max_long_side=vision_cfg.max_long_side,
-            extensions=list(vision_cfg.extensions),
-            lock_timeout=lock_timeout,
-            progress=progress,
-            on_start=on_start,
+            input_dir, output_dir, annotator, **folder_options(vision_cfg), progress=progress, on_start=on_start
         )
     finally:
         annotator.close()
+
+
+def folder_options(vision_cfg: Any) -> dict[str, Any]:
+    """The :func:`annotate_folder` keyword arguments that a ``vision`` config node sets (all but the models)."""
+    return {
+        "batch_size": int(vision_cfg.batch_size),
+        "part_size": int(vision_cfg.part_size),
+        "num_workers": int(vision_cfg.num_workers),
+        "max_pixels": int(vision_cfg.max_pixels),
+        "max_long_side": vision_cfg.max_long_side,
+        "extensions": list(vision_cfg.extensions),
+        "lock_timeout": float(vision_cfg.get("lock_timeout", 0)),
+    }

@@ -44,8 +44,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from vision.annotate import AnnotationSummary, BatchAnnotator, annotation_spec, list_input, output_lock
-from vision.io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, decode_or_error, file_fingerprint
+from vision.annotate import AnnotationSummary, BatchAnnotator, annotation_spec, begin_run, list_input, output_lock
+from vision.io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, decode_or_error
 from vision.store import AnnotationError, PartWriter
 
 log = logging.getLogger(__name__)
@@ -385,16 +385,9 @@ def annotate_folder_ray(
     with output_lock(output_dir, float(vision.get("lock_timeout", 0))):
         # Schemas come from the first actor's annotator, so the driver never loads a model; prepare() needs none.
         writer = PartWriter(output_dir, None, None)
-        resume = writer.prepare({i: file_fingerprint(p) for i, p in zip(ids, paths, strict=True)}, spec)
+        todo, summary = begin_run(writer, paths, ids, spec, on_start)
         # Absolute paths for the workers, symlinks kept as they are (resolving a looping link raises here).
-        pending = [(i, os.path.abspath(p)) for i, p in zip(ids, paths, strict=True) if i not in resume.kept]
-        summary = AnnotationSummary(
-            found=len(paths), skipped=len(paths) - len(pending), changed=len(resume.changed),
-            removed=len(resume.deleted),
-        )  # fmt: skip
-        if on_start is not None:
-            on_start(summary.found, summary.skipped)
-        log.info("%d images found, %d already annotated, %d to do", summary.found, summary.skipped, len(pending))
+        pending = [(i, os.path.abspath(p)) for i, p in todo]
         if pending:
             _run_on_ray(ray, pending, writer, summary, vision, ray_cfg, runner, annotator_factory, progress)
     return summary
