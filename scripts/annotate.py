@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -26,7 +27,7 @@ from vision.annotate import AnnotationError, AnnotationSummary, annotate_from_co
 log = logging.getLogger("annotate")
 
 
-class _Terminated(Exception):
+class _Terminated(BaseException):  # like KeyboardInterrupt: no "except Exception" swallows it
     """SIGTERM, turned into an exception so that the same clean-up as for Ctrl-C runs."""
 
 
@@ -56,7 +57,8 @@ def main(cfg: DictConfig) -> None:
         bar.update(n_images)
         bar.set_postfix(faces=faces_seen, refresh=False)
 
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         summary = annotate_from_config(
             cfg.vision, input_dir, output_dir, runner_cfg=cfg.runner, ray_cfg=cfg.ray,

@@ -26,7 +26,9 @@ import copy
 import hashlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from causal.pipeline import STEPS, run
 from causal.report import write_results
 from causal.report_html import report_for_run
 from causal.validate import ConfigError, validate_config
+from vision.store import AnnotationError
 
 log = logging.getLogger("run_experiment")
 
@@ -269,13 +272,24 @@ def _write_report(cfg: DictConfig, out_dir: Path, results: dict) -> Path | None:
         return None
 
 
+class _Terminated(BaseException):  # like KeyboardInterrupt: no "except Exception" swallows it
+    """SIGTERM as an exception, so that it gets Ctrl-C's clean-up and message."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Exit codes: 0 done; 1 bad data, or a step failed (the others' results are written); 2 a config error."""
+    """Exit codes: 0 done; 1 bad data, or a step failed (the others' results are written); 2 a config error;
+    130 / 143 interrupted (Ctrl-C / SIGTERM)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        signal.signal(signal.SIGTERM, _raise_terminated)
     started_ray = False
     try:
         validate_config(cfg)  # before Ray starts and before the annotate stage
@@ -293,9 +307,15 @@ def main(cfg: DictConfig) -> float | None:
         what = "required value is not set (???)" if isinstance(err, MissingMandatoryValue) else "cannot be resolved"
         print(f"config error: config key {getattr(err, 'full_key', '?')}: {what}", file=sys.stderr)
         sys.exit(2)
-    except (DataError, ValueError, FileNotFoundError, ImportError, ConnectionError) as err:
+    except (DataError, AnnotationError, ValueError, FileNotFoundError, ImportError, ConnectionError) as err:
         # Bad data or config: the message names the file, column or key; a traceback would bury it.
         sys.exit(f"error: {err}")
+    except (KeyboardInterrupt, _Terminated) as err:
+        print(
+            "interrupted: finished annotation parts and cached steps are kept; run the same command again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(143 if isinstance(err, _Terminated) else 130)
     finally:
         if started_ray:
             import ray

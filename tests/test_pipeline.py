@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -302,3 +304,20 @@ def test_results_json_is_strict_and_ordered(tmp_path):
     assert list(order_results({"truth": 1, "n_used": 2})) == ["n_used", "truth"]
     with pytest.raises(TypeError, match="cannot write object"):
         to_jsonable(object())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_cli_interrupted_prints_one_line_and_exit_code(tmp_path, sig, code):
+    """Ctrl-C / SIGTERM mid-run with the shipped defaults (the simulator experiment): no traceback, a resume hint."""
+    args = [sys.executable, str(REPO / "scripts" / "run_experiment.py"), f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (tmp_path / "run" / ".hydra").is_dir():
+        time.sleep(0.1)
+    time.sleep(2.0)  # into the steps
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr[-2000:]
+    assert "Traceback" not in stderr and "run the same command again to resume" in stderr
