@@ -540,6 +540,22 @@ def _versions() -> list[tuple[str, str]]:
 
 
 # ------------------------------------------------------------------------------------------------------------- main
+def _failed_steps(results: Mapping[str, Any]) -> str:
+    """A red list of the steps that failed in this run (their sections are missing below), or nothing."""
+    errors = results.get("errors") or []
+    if not errors:
+        return ""
+    items = []
+    for err in errors:
+        message = (str(err.get("message", "")).splitlines() or [""])[0]
+        skipped = f" Not run because of it: {', '.join(err['skipped'])}." if err.get("skipped") else ""
+        items.append(
+            f"<li><b>{html.escape(str(err.get('step')))}</b> failed ({html.escape(str(err.get('type')))}: "
+            f"{html.escape(message)}).{html.escape(skipped)}</li>"
+        )
+    return '<div class="bad"><b>Steps that failed in this run</b><ul>' + "".join(items) + "</ul></div>"
+
+
 def render_report(
     results: Mapping[str, Any],
     *,
@@ -579,6 +595,7 @@ def render_report(
         f'<p class="muted">source: {html.escape(str(results.get("source", "")))}; steps: '
         f"{html.escape(', '.join(map(str, results.get('steps', []))))}; seed {results.get('seed', '')}</p>",
         f'<div class="summary"><b>In short.</b> {plain_summary(results, evaluation)}</div>',
+        _failed_steps(results),
         "<h2>Question and assumptions</h2>",
         f"<p>Question: what is the average causal effect of <b>{html.escape(str(t))}</b> on "
         f"<b>{html.escape(str(y))}</b>, and how does it vary between groups? The estimate is causal only under "

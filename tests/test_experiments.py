@@ -180,7 +180,9 @@ def test_a_failed_causal_step_is_reported_and_never_cached(tmp_path, monkeypatch
     assert failed["errors"][0]["step"] == "screening" and "screening" not in failed
     assert "step screening FAILED (RuntimeError): no results for it" in runner.summary_lines(failed)
     assert json.loads((tmp_path / "a" / "results.json").read_text())["errors"] == failed["errors"]
-    assert (tmp_path / "a" / "report.html").is_file()  # the report still shows what was computed
+    report = (tmp_path / "a" / "report.html").read_text()  # the report still shows what was computed
+    assert "Steps that failed in this run" in report
+    assert "screening</b> failed (RuntimeError: screening broke)" in report
     # Had the failed run been cached, this run would replay the error instead of computing the screening.
     second, info = runner.run_experiment(_compose(base), tmp_path / "b")
     assert not info.get("causal_cached") and second["screening"] and "errors" not in second
