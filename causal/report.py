@@ -1,7 +1,7 @@
 """Results -> ``results.json`` (JSON-safe, stable key order) and the run's plots.
 
 ``results.json`` is the interface between runs, sweeps and the report: its keys are fixed by the results contract in
-ARCHITECTURE.md. Contract keys come first, in the contract's order, then any other key in the order the pipeline
+docs/ARCHITECTURE.md. Contract keys come first, in the contract's order, then any other key in the order the pipeline
 produced it, so two runs with the same inputs write byte-identical files.
 """
 

@@ -570,7 +570,7 @@ def render_report(
     Parameters
     ----------
     results : mapping
-        The run's results (``results.json``: ARCHITECTURE.md results contract).
+        The run's results (``results.json``: docs/ARCHITECTURE.md results contract).
     plots_dir : path, optional
         Folder holding the PNGs named in ``results["plots"]`` (the run directory).
     evaluation : mapping, optional

@@ -1,7 +1,7 @@
 """Per-image aggregates of the detected faces: the treatment and mediator columns of the images table.
 
-The column names here are the data contract of ``ARCHITECTURE.md`` ("annotations/images" and
-"annotations/faces"); the causal stage reads them by name.
+The column names here are the data contract of ``docs/ARCHITECTURE.md`` ("Images table" and
+"Faces table"); the causal stage reads them by name.
 """
 
 from __future__ import annotations

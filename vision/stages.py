@@ -2,7 +2,7 @@
 
 ``scripts/run_experiment.py`` imports this module lazily (only when the ``annotate`` or ``evaluate`` step runs), so a
 causal-only run never imports torch. Both functions take plain arguments and return plain dicts; they never import
-``causal`` (ARCHITECTURE.md: one direction of flow).
+``causal`` (docs/ARCHITECTURE.md: one direction of flow).
 """
 
 from __future__ import annotations
