@@ -40,10 +40,10 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
-from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.model_selection import GroupKFold, KFold
 from threadpoolctl import threadpool_limits
+
+from causal.crossfit import cross_predict, make_folds
 
 log = logging.getLogger(__name__)
 
@@ -512,8 +512,8 @@ def cross_fit_predict(
 
     Parameters
     ----------
-    model : scikit-learn regressor
-        Cloned for every fold.
+    model : scikit-learn regressor or classifier
+        Cloned for every fold (:func:`causal.crossfit.cross_predict`); a classifier predicts P(target = 1 | w).
     w : array of shape (n_units, n_features)
         Covariates; with no columns the out-of-fold mean is returned.
     target : array of shape (n_units,)
@@ -528,16 +528,8 @@ def cross_fit_predict(
     -------
     numpy.ndarray of shape (n_units,)
     """
-    n = len(target)
-    splitter = GroupKFold(n_splits=n_folds) if groups is not None else KFold(n_folds, shuffle=True, random_state=seed)
-    pred = np.empty(n)
-    for train, test in splitter.split(np.zeros(n), groups=groups):
-        if w.shape[1] == 0:
-            pred[test] = target[train].mean()
-            continue
-        fitted = clone(model).fit(w[train], target[train])
-        pred[test] = fitted.predict(w[test])
-    return pred
+    folds = make_folds(len(target), n_folds=n_folds, seed=seed, groups=groups)
+    return cross_predict(model, w, target, folds)
 
 
 def _oof_r2(target: np.ndarray, pred: np.ndarray) -> float:

@@ -53,9 +53,9 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+from causal.crossfit import cross_predict, make_folds
 
 log = logging.getLogger(__name__)
 
@@ -238,18 +238,9 @@ def cross_fit_nuisances(
     """
     clf = propensity_model if propensity_model is not None else HistGradientBoostingClassifier(random_state=seed)
     reg = outcome_model if outcome_model is not None else HistGradientBoostingRegressor(random_state=seed)
-    n = len(y)
-    splitter = GroupKFold(n_folds) if groups is not None else StratifiedKFold(n_folds, shuffle=True, random_state=seed)
-    e = np.empty(n) if fit_propensity else None
-    mu1, mu0 = np.empty(n), np.empty(n)
-    for train, test in splitter.split(w, t_obs, groups=groups):
-        if e is not None:
-            e[test] = clone(clf).fit(w[train], t_obs[train]).predict_proba(w[test])[:, 1]
-        for arm, out in ((1.0, mu1), (0.0, mu0)):
-            rows = train[t_obs[train] == arm]
-            if len(rows) == 0:
-                raise ValueError(f"a cross-fitting fold has no units with observed treatment {arm:g}")
-            out[test] = clone(reg).fit(w[rows], y[rows]).predict(w[test])
+    folds = make_folds(len(y), n_folds=n_folds, seed=seed, stratify=t_obs, groups=groups)
+    e = cross_predict(clf, w, t_obs, folds) if fit_propensity else None
+    mu1, mu0 = (cross_predict(reg, w, y, folds, train_mask=t_obs == arm) for arm in (1.0, 0.0))
     return e, mu1, mu0
 
 

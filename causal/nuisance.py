@@ -24,6 +24,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, train_test_split
 from xgboost import XGBClassifier, XGBRegressor
 
+from causal.crossfit import cross_predict, make_folds
+
 log = logging.getLogger(__name__)
 
 _XGB_KEYS = frozenset(XGBClassifier().get_params())
@@ -326,27 +328,24 @@ class CrossFitNuisance(BaseEstimator):
                 self.tuning_[role] = result
         tuned = time.perf_counter()
 
-        splitter = StratifiedKFold(n_splits=self.n_folds, shuffle=True, random_state=derive_seed(seed, "crossfit"))
-        self.folds_ = [(train, test) for train, test in splitter.split(np.zeros((n, 1)), t)]
-        self.propensity_ = np.full(n, np.nan)
-        self.outcome_ = np.full(n, np.nan)
-        jobs = [
-            (train, test, derive_seed(seed, f"propensity_{k}"), derive_seed(seed, f"outcome_{k}"))
-            for k, (train, test) in enumerate(self.folds_)
-        ]
-        fixed = (self.classifier_params_, self.regressor_params_, self.n_jobs)
-        if self.use_ray:
-            import ray
-
-            # One Ray task per fold; the arrays go to the object store once, not once per task.
-            remote = ray.remote(_fit_fold).options(**(self.ray_remote_func_options or {}))
-            refs = [ray.put(a) for a in (features, t, y)]
-            outputs = ray.get([remote.remote(*refs, *job, *fixed) for job in jobs])
-        else:
-            outputs = [_fit_fold(features, t, y, *job, *fixed) for job in jobs]
-        for (_, test, _, _), (e_test, m_test) in zip(jobs, outputs):
-            self.propensity_[test] = e_test
-            self.outcome_[test] = m_test
+        self.folds_ = make_folds(n, n_folds=self.n_folds, seed=derive_seed(seed, "crossfit"), stratify=t)
+        ray_opts = {"use_ray": self.use_ray, "ray_remote_func_options": self.ray_remote_func_options}
+        self.propensity_ = cross_predict(
+            make_classifier(self.classifier_params_, n_jobs=self.n_jobs),
+            features,
+            t,
+            self.folds_,
+            seeds=[derive_seed(seed, f"propensity_{k}") for k in range(len(self.folds_))],
+            **ray_opts,
+        )
+        self.outcome_ = cross_predict(
+            make_regressor(self.regressor_params_, n_jobs=self.n_jobs),
+            features,
+            y,
+            self.folds_,
+            seeds=[derive_seed(seed, f"outcome_{k}") for k in range(len(self.folds_))],
+            **ray_opts,
+        )
         done = time.perf_counter()
         self.seconds_ = {"tune": tuned - start, "crossfit": done - tuned}
         self.scores_ = _oof_scores(t, y, self.propensity_, self.outcome_)
@@ -375,24 +374,6 @@ class CrossFitNuisance(BaseEstimator):
             "tuning": tuning,
             "scores": dict(self.scores_),
         }
-
-
-def _fit_fold(
-    features: np.ndarray,
-    t: np.ndarray,
-    y: np.ndarray,
-    train: np.ndarray,
-    test: np.ndarray,
-    seed_t: int,
-    seed_y: int,
-    classifier_params: dict[str, Any],
-    regressor_params: dict[str, Any],
-    n_jobs: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fit both nuisance models on ``train`` rows; return e(x) and m(x) on ``test`` rows (shape (len(test),))."""
-    clf = make_classifier(classifier_params, seed=seed_t, n_jobs=n_jobs).fit(features[train], t[train])
-    reg = make_regressor(regressor_params, seed=seed_y, n_jobs=n_jobs).fit(features[train], y[train])
-    return clf.predict_proba(features[test])[:, 1], reg.predict(features[test])
 
 
 def _oof_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, m: np.ndarray) -> dict[str, float]:
