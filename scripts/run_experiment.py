@@ -42,7 +42,6 @@ from causal.pipeline import STEPS, run
 from causal.report import write_results
 from causal.report_html import report_for_run
 from causal.validate import ConfigError, validate_config
-from vision.store import AnnotationError
 
 log = logging.getLogger("run_experiment")
 
@@ -307,7 +306,7 @@ def main(cfg: DictConfig) -> float | None:
         what = "required value is not set (???)" if isinstance(err, MissingMandatoryValue) else "cannot be resolved"
         print(f"config error: config key {getattr(err, 'full_key', '?')}: {what}", file=sys.stderr)
         sys.exit(2)
-    except (DataError, AnnotationError, ValueError, FileNotFoundError, ImportError, ConnectionError) as err:
+    except (DataError, ValueError, FileNotFoundError, ImportError, ConnectionError) as err:
         # Bad data or config: the message names the file, column or key; a traceback would bury it.
         sys.exit(f"error: {err}")
     except (KeyboardInterrupt, _Terminated) as err:

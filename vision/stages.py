@@ -69,7 +69,12 @@ def annotate_stage(
             log.info("annotations in %s are complete for %s: reused", output_dir, input_dir)
             return {**done["summary"], "output": str(output_dir), "reused": True}
         marker.unlink()  # the folder changed or the settings did: the annotator brings the tables up to date
-    summary = annotate_from_config(vision_cfg, input_dir, output_dir, progress=progress)
+    from vision.store import AnnotationError
+
+    try:
+        summary = annotate_from_config(vision_cfg, input_dir, output_dir, progress=progress)
+    except AnnotationError as err:  # an empty or locked folder: a ValueError to the experiment runner, no traceback
+        raise ValueError(f"step annotate: {err}") from err
     images = pd.read_parquet(output_dir / "images", columns=["status", "face_count"])
     result = {
         "ok": int((images["status"] == "ok").sum()),
