@@ -1,9 +1,9 @@
 """Every experiment in conf/experiment/, composed with Hydra's compose API and run shrunk through the end-to-end
-runner (scripts/run_experiment.py: run_experiment), plus the step cache and the sweep aggregation."""
+runner (causal.experiment.run_experiment, as scripts/run_experiment.py calls it), plus the step cache and the sweep
+aggregation."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
+from causal import experiment
 from causal.aggregate import collect_runs, parse_overrides
+from causal.summary import summary_lines
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
@@ -34,24 +36,28 @@ SMALL_STEPS = [
 ]
 
 
-def _load_runner():
-    spec = importlib.util.spec_from_file_location("run_experiment_script", REPO / "scripts" / "run_experiment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+class _Runner:
+    """causal.experiment with the vision stages the entry point passes (imported only when a test annotates)."""
+
+    split_steps = staticmethod(experiment.split_steps)
+    summary_lines = staticmethod(summary_lines)
+
+    @staticmethod
+    def run_experiment(cfg, out_dir):
+        def annotate_stage(*args, **kwargs):
+            from vision.stages import annotate_stage
+
+            return annotate_stage(*args, **kwargs)
+
+        def evaluate_stage(*args, **kwargs):
+            from vision.stages import evaluate_stage
+
+            return evaluate_stage(*args, **kwargs)
+
+        return experiment.run_experiment(cfg, out_dir, annotate_stage=annotate_stage, evaluate_stage=evaluate_stage)
 
 
-runner = _load_runner()
-
-
-def _wired() -> bool:
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="config")
-    return all(key in cfg for key in ("paths", "input", "labels", "mediation", "sensitivity", "vision"))
-
-
-# The end-to-end keys (paths, input, labels) and the mediation/sensitivity/vision groups live in conf/config.yaml.
-requires_wiring = pytest.mark.skipif(not _wired(), reason="conf/config.yaml lacks the end-to-end wiring (issue 6)")
+runner = _Runner()
 
 
 def _compose(overrides=()):
@@ -63,7 +69,6 @@ def _z(estimate: float, truth: float, se: float) -> float:
     return abs(estimate - truth) / se
 
 
-@requires_wiring
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_with_known_steps(experiment):
     cfg = _compose([f"experiment={experiment}"])
@@ -78,7 +83,6 @@ def test_unknown_step_is_named():
         runner.split_steps(["screening", "estimate_everything"])
 
 
-@requires_wiring
 @pytest.mark.slow
 def test_face_presence_shrunk(tmp_path):
     cfg = _compose(
@@ -97,7 +101,6 @@ def test_face_presence_shrunk(tmp_path):
     assert "<h2>Face detector" not in html  # no labels given: the evaluate step was skipped
 
 
-@requires_wiring
 @pytest.mark.slow
 def test_face_count_mediation_shrunk(tmp_path):
     cfg = _compose(["experiment=face_count_mediation", "data.n_titles=150", *SMALL_NUISANCE, *SMALL_STEPS])
@@ -111,7 +114,6 @@ def test_face_count_mediation_shrunk(tmp_path):
     assert "<h2>Mediation" in (tmp_path / "report.html").read_text()
 
 
-@requires_wiring
 def test_screening_only_shrunk(tmp_path):
     cfg = _compose(["experiment=screening_only", "data.n_titles=50"])
     results, _ = runner.run_experiment(cfg, tmp_path)
@@ -137,7 +139,6 @@ def _generic_table(path: Path, n: int = 1500, effect: float = 0.5) -> Path:
     return path
 
 
-@requires_wiring
 @pytest.mark.slow
 def test_generic_table_shrunk(tmp_path):
     table = _generic_table(tmp_path / "table.csv")
@@ -151,7 +152,6 @@ def test_generic_table_shrunk(tmp_path):
     assert (tmp_path / "run" / "report.html").is_file()
 
 
-@requires_wiring
 @pytest.mark.slow
 def test_causal_steps_cached_until_config_changes(tmp_path):
     base = ["experiment=screening_only", "data.n_titles=40", f"paths.cache={tmp_path / 'cache'}"]
@@ -166,7 +166,6 @@ def test_causal_steps_cached_until_config_changes(tmp_path):
     assert info4.get("causal_cached")  # where files go is not part of the key
 
 
-@requires_wiring
 def test_a_failed_causal_step_is_reported_and_never_cached(tmp_path, monkeypatch):
     from causal import pipeline
 

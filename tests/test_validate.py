@@ -3,9 +3,6 @@ before any model is fitted; every shipped config passes; the key lists agree wit
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -106,22 +103,14 @@ def test_the_spy_sees_a_fit(fitted, tmp_path):
     assert fitted == ["step overlap", "nuisance.fit"] and results["errors"][0]["step"] == "overlap"
 
 
-def _load_runner():
-    spec = importlib.util.spec_from_file_location("run_experiment_script", REPO / "scripts" / "run_experiment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def test_end_to_end_runner_refuses_before_the_annotate_stage(tmp_path, fitted):
+    """causal.experiment.run_experiment checks the config before annotating (the slow vision stage)."""
+    from causal.experiment import run_experiment
 
-
-def test_end_to_end_runner_refuses_before_the_annotate_stage(monkeypatch, tmp_path, fitted):
-    """scripts/run_experiment.py checks the config before annotating (the slow vision stage)."""
     annotated = []
-    stages = types.ModuleType("vision.stages")
-    stages.annotate_stage = lambda *args, **kwargs: annotated.append(args)
-    monkeypatch.setitem(sys.modules, "vision.stages", stages)
     cfg = _compose([*FACE_PRESENCE, f"input={REPO / 'assets_sample' / 'images'}", "sensitivity.ovb.q=0"])
     with pytest.raises(ConfigError, match="config key sensitivity.ovb.q: 0 is not in"):
-        _load_runner().run_experiment(cfg, tmp_path)
+        run_experiment(cfg, tmp_path, annotate_stage=lambda *args, **kwargs: annotated.append(args))
     assert annotated == [] and fitted == []
 
 
