@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def cross_predict(
     train_mask: np.ndarray | None = None,
     use_ray: bool = False,
     ray_remote_func_options: Mapping[str, Any] | None = None,
+    n_threads: int | None = None,
 ) -> np.ndarray:
     """Out-of-fold predictions of ``target`` from ``features`` by clones of ``learner``.
 
@@ -142,6 +144,9 @@ def cross_predict(
         Run each fold as a Ray task (the arrays go to the object store once).
     ray_remote_func_options : mapping, optional
         Options of the Ray tasks, e.g. ``{"num_cpus": 1}``.
+    n_threads : int, optional
+        Cap on BLAS / OpenMP threads during the fits (``threadpoolctl``): on a shared machine, unbounded OpenMP
+        threads of small fits cost several times their CPU time in waiting. ``None``: no cap.
 
     Returns
     -------
@@ -167,6 +172,9 @@ def cross_predict(
         remote = ray.remote(fit_predict_fold).options(**dict(ray_remote_func_options or {}))
         refs = [ray.put(a) for a in (features, target)]
         outputs = ray.get([remote.remote(learner, *refs, *job) for job in jobs])
+    elif n_threads is not None:
+        with threadpool_limits(limits=int(n_threads)):
+            outputs = [fit_predict_fold(learner, features, target, *job) for job in jobs]
     else:
         outputs = [fit_predict_fold(learner, features, target, *job) for job in jobs]
     pred = np.full(n, np.nan)

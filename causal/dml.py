@@ -255,7 +255,13 @@ def partially_linear(
     sxx = np.sum(t_res**2)
     theta = np.sum(t_res * y_res) / sxx
     se = np.sqrt(np.sum(t_res**2 * (y_res - theta * t_res) ** 2)) / sxx
-    return effect(theta, se, alpha, method="partially linear DML (variance-weighted average effect)")
+    return effect(
+        theta,
+        se,
+        alpha,
+        method="partially linear DML (variance-weighted average effect)",
+        estimand="variance-weighted average effect, weights e(1-e): not the ATE when effects vary with e",
+    )
 
 
 def moderation(
@@ -588,8 +594,14 @@ def estimate(
     groups: pd.DataFrame | None = None,
     alpha: float = 0.05,
     seed: int = 0,
+    arms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    clip: float = 0.01,
 ) -> EffectEstimate:
     """Fit the configured EconML estimator on cached nuisances and derive the ATE, group CATEs and tests.
+
+    With ``arms`` (the per-arm outcome models), the ATE, the group effects and the BLP test use the AIPW scores
+    of :mod:`causal.estimands`, whatever the final CATE model; without them, the R-learner scores of
+    :func:`dr_scores` (the CATE-augmented pooled outcome model).
 
     Parameters
     ----------
@@ -607,6 +619,10 @@ def estimate(
         1 - confidence level.
     seed : int
         Estimator seed.
+    arms : tuple of (propensity, outcome_treated, outcome_control), each of shape (n,) or (repeats, n), optional
+        Cross-fitted e, mu1, mu0 (every repeat) for the AIPW scores.
+    clip : float
+        Propensity clipping bound of the AIPW scores.
 
     Returns
     -------
@@ -657,9 +673,14 @@ def estimate(
             "method": "LinearDML.ate_inference (CATE at the sample's mean X)",
         }
 
-    scores = dr_scores(y, t, propensity, outcome, tau)
-    ate = mean_effect(scores, alpha)
-    ate["method"] = f"{name}: mean of doubly robust scores (ATE)"
+    if arms is not None:
+        from causal.estimands import aipw
+
+        ate, scores = aipw("ate", y, t, *arms, clip=clip, alpha=alpha)
+    else:
+        scores = dr_scores(y, t, propensity, outcome, tau)
+        ate = mean_effect(scores, alpha)
+        ate["method"] = f"{name}: mean of doubly robust scores (ATE)"
     cate_by_group = group_effects(scores, groups, alpha, tau=tau) if groups is not None and groups.shape[1] else {}
     heterogeneity = {
         "blp": blp_test(scores, tau, alpha),

@@ -33,7 +33,7 @@ when opposing direct and indirect paths cancel in c.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from causal.crossfit import cross_predict, make_folds
+from causal.learners import select_predict
 
 log = logging.getLogger(__name__)
 
@@ -578,6 +579,8 @@ def ml_mediation(
     seed: int = 0,
     alpha: float = 0.05,
     groups: str | Sequence | np.ndarray | None = None,
+    candidates: Sequence[Any] | None = None,
+    candidate_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Natural direct and indirect effects with cross-fitted machine-learning nuisance models.
 
@@ -636,6 +639,11 @@ def ml_mediation(
         1 - confidence level.
     groups : str or array of shape (n_units,), optional
         Cluster labels: folds and bootstrap keep clusters together.
+    candidates : sequence of learner specs, optional
+        When a model is not given, each nuisance's learner is chosen among these by out-of-fold MSE
+        (:func:`causal.learners.select_predict`, the constant baseline included).
+    candidate_options : mapping, optional
+        ``n_jobs`` and ``xgb_params`` for the candidates.
 
     Returns
     -------
@@ -662,13 +670,23 @@ def ml_mediation(
     if treat_value is None:
         treat_value = 1.0 if binary else control_value + 1.0
 
+    chosen: dict[str, Any] = {}
+
     def nuisance(given: np.ndarray | None, model: Any, target: np.ndarray, name: str) -> np.ndarray:
         if given is not None:
             given = np.asarray(given, dtype=float)
             if given.shape != (n,) or not np.isfinite(given).all():
                 raise ValueError(f"{name} must be {n} finite out-of-fold predictions, got shape {given.shape}")
+            chosen[name] = "given"
             return given
+        if model is None and candidates:
+            folds = make_folds(n, n_folds=n_folds, seed=seed, groups=g)
+            pred, chosen[name] = select_predict(
+                candidates, w, target, folds, seed=seed, role=f"mediation {name}", **dict(candidate_options or {})
+            )
+            return pred
         learner = model if model is not None else default_nuisance_regressor(seed)
+        chosen[name] = type(learner).__name__
         return cross_fit_predict(learner, w, target, n_folds=n_folds, seed=seed, groups=g)
 
     preds = {
@@ -728,6 +746,7 @@ def ml_mediation(
         "verdict": verdict,
         "parameters": params,
         "nuisance_r2": {k: _oof_r2(targets[k], preds[k]) for k in targets},
+        "learners": chosen,
         "assumptions": list(ML_ASSUMPTIONS),
     }
 
@@ -783,7 +802,7 @@ def run_step(ctx: Any) -> dict[str, Any]:
         raise ValueError(
             f"config key mediation.methods: unknown method(s) {bad}; choose from {list(MEDIATION_METHODS)}"
         )
-    primary = opts.get("primary") or ("linear" if "linear" in methods else methods[-1])
+    primary = opts.get("primary") or ("ml" if "ml" in methods else methods[-1])
     if primary not in methods:
         raise ValueError(f"config key mediation.primary={primary!r} is not among mediation.methods {methods}")
 
@@ -813,7 +832,10 @@ def run_step(ctx: Any) -> dict[str, Any]:
         results["linear"] = linear_mediation(*args, n_boot=n_boot, seed=seed, alpha=alpha, groups=groups)
     if "ml" in methods:
         nuisance_cfg = ctx.step_config("nuisance")
-        learner = make_regressor(nuisance_cfg.get("regressor"), seed=seed, n_jobs=int(nuisance_cfg.get("n_jobs", 1)))
+        n_jobs = int(nuisance_cfg.get("n_jobs", 1))
+        # The same learner choice as the pipeline's nuisances (nuisance.candidates); XGBoost-only without it.
+        candidates = nuisance_cfg.get("candidates")
+        learner = None if candidates else make_regressor(nuisance_cfg.get("regressor"), seed=seed, n_jobs=n_jobs)
         cached: dict[str, np.ndarray] = {}
         binary = set(np.unique(ds.t).tolist()) <= {0.0, 1.0}
         if binary and ml_opts.get("reuse_nuisance", True):
@@ -832,8 +854,51 @@ def run_step(ctx: Any) -> dict[str, Any]:
             seed=seed,
             alpha=alpha,
             groups=groups,
+            candidates=candidates,
+            candidate_options={"n_jobs": n_jobs, "xgb_params": nuisance_cfg.get("regressor")},
         )
     chosen = results[primary]
     out = {key: chosen[key] for key in CONTRACT_KEYS}
     out.update(method=chosen["method"], outcome=roles.outcome, n=int(keep.sum()), alpha=alpha, methods=results)
+    if primary != "baron_kenny" and "baron_kenny" in results:
+        out["comparison"] = compare_methods(chosen, results["baron_kenny"], names=(primary, "baron_kenny"))
+        out["disagreement"] = out["comparison"]["disagree"]
     return out
+
+
+def compare_methods(
+    first: Mapping[str, Any], second: Mapping[str, Any], *, names: tuple[str, str] = ("ml", "baron_kenny")
+) -> dict[str, Any]:
+    """Do two mediation methods tell the same story? Their intervals of each effect overlap and verdicts agree.
+
+    Parameters
+    ----------
+    first, second : mapping
+        Mediation blocks with ``total``, ``direct``, ``indirect`` (effect records) and ``verdict``.
+    names : (str, str)
+        The methods' names, for the output.
+
+    Returns
+    -------
+    dict
+        ``disagree`` (bool: some pair of intervals does not overlap, or the verdicts differ), ``effects``
+        ({effect: {name: estimate, ..., "intervals_overlap": bool}}), ``verdicts`` ({name: verdict}), ``reading``.
+    """
+    effects = {}
+    for key in ("total", "direct", "indirect"):
+        a, b = first[key], second[key]
+        overlap = a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
+        effects[key] = {names[0]: a["estimate"], names[1]: b["estimate"], "intervals_overlap": bool(overlap)}
+    verdicts = {names[0]: first["verdict"], names[1]: second["verdict"]}
+    apart = [k for k, v in effects.items() if not v["intervals_overlap"]]
+    disagree = bool(apart) or verdicts[names[0]] != verdicts[names[1]]
+    parts = [f"non-overlapping intervals for {', '.join(apart)}"] if apart else []
+    if verdicts[names[0]] != verdicts[names[1]]:
+        parts.append(f"verdicts {verdicts[names[0]]} vs {verdicts[names[1]]}")
+    reading = (
+        f"{names[0]} and {names[1]} disagree ({'; '.join(parts)}): the linear model of {names[1]} may miss "
+        f"non-linear confounding; {names[0]} is the primary reading"
+        if disagree
+        else f"{names[0]} and {names[1]} agree"
+    )
+    return {"disagree": disagree, "effects": effects, "verdicts": verdicts, "reading": reading}

@@ -478,7 +478,8 @@ def run_step(ctx: Any) -> dict[str, Any]:
     ``metrics_file`` (``vision.evaluate``'s ``metrics.json``, key ``level``) or plain ``sensitivity`` /
     ``specificity`` (with optional ``n_positive`` / ``n_negative``), ``n_draws``, ``clip`` and ``cluster`` (a column
     for cluster-robust errors, e.g. ``title_id``). The observed propensity is the pipeline's cached cross-fitted
-    ``e_hat``; the per-arm outcome models are XGBoost regressors with the run's ``nuisance.regressor`` parameters.
+    ``e_hat``, and the per-arm outcome models mu1*, mu0* are its per-arm outcome predictions (chosen learners, repeats
+    averaged).
     """
     from causal.nuisance import derive_seed, make_regressor
 
@@ -504,6 +505,9 @@ def run_step(ctx: Any) -> dict[str, Any]:
         ctx.features.loc[keep].to_numpy(dtype=float),
         rates=rates,
         propensity=nuis.propensity_[keep],
+        # The shared cross-fit's per-arm outcome models of the observed treatment: nothing is refitted here.
+        outcome_treated=nuis.outcome_treated_[keep],
+        outcome_control=nuis.outcome_control_[keep],
         outcome_model=learner,
         n_folds=int(nuisance_cfg.get("folds", 5)),
         n_draws=int(cfg.get("n_draws", 2000)),

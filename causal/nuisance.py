@@ -1,256 +1,135 @@
-"""Nuisance models: XGBoost factories, grid-search tuning, and the one cross-fit every causal step shares.
+"""The one set of nuisance predictions every causal step shares: propensity and per-arm outcome models.
 
-The propensity e(x) = P(T=1 | x) and the outcome regression m(x) = E[Y | x] are fitted once, out of fold, by
-:class:`CrossFitNuisance`. The overlap diagnostics, both EconML estimators (through :class:`CachedRegressor` and
-:class:`CachedClassifier`), and later the sensitivity and refutation steps read these predictions instead of
-refitting their own models.
+:class:`CrossFitNuisance` fits, out of fold (:mod:`causal.crossfit`), the propensity e(x) = P(T=1 | x) and one
+outcome model per treatment arm, mu1(x) = E[Y | T=1, x] and mu0(x) = E[Y | T=0, x] (the arm-specific models of the
+AIPW score, as in DoubleML's IRM and EconML's DRLearner); E[Y | x] = e mu1 + (1 - e) mu0 follows from them. Each
+model is chosen among candidate learners by out-of-fold loss (:mod:`causal.learners`), and the cross-fit can be
+repeated over independent fold splits (``repeats``; DoubleML's ``n_rep``). The overlap diagnostics, the AIPW
+estimands, both EconML estimators (through :class:`CachedRegressor` and :class:`CachedClassifier`) and the
+sensitivity step read these predictions instead of refitting their own models.
 
-Reproducibility: one integer seed goes in; every model, split and subsample gets its own child seed from
-:func:`derive_seed`, so a rerun gives the same numbers bit for bit (EconML issues #245, #252, #931: results change
-run to run unless every nuisance model and the splitter are seeded).
+XGBoost factories, the grid search and :func:`derive_seed` live in :mod:`causal.xgb`, the EconML adapters
+:class:`CachedRegressor` / :class:`CachedClassifier` in :mod:`causal.cached`; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, train_test_split
-from xgboost import XGBClassifier, XGBRegressor
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
 
+from causal import learners
+from causal.cached import CachedClassifier, CachedRegressor
 from causal.crossfit import cross_predict, make_folds
+from causal.xgb import _RESERVED, _XGB_KEYS, _check_params, derive_seed, make_classifier, make_regressor, tune
+
+__all__ = [
+    "_RESERVED",
+    "_XGB_KEYS",
+    "CachedClassifier",
+    "CachedRegressor",
+    "CrossFitNuisance",
+    "derive_seed",
+    "from_config",
+    "make_classifier",
+    "make_regressor",
+    "tune",
+]
 
 log = logging.getLogger(__name__)
 
-_XGB_KEYS = frozenset(XGBClassifier().get_params())
-# Set by this module, not by config: the histogram method is the scalable one, and seeds / threads are threaded
-# through explicitly so a config file cannot silently unseed a model.
-_RESERVED = frozenset({"tree_method", "random_state", "n_jobs", "seed", "nthread"})
-
-
-def derive_seed(seed: int, name: str) -> int:
-    """Child seed for one named component (a model, a splitter, a subsample).
-
-    Parameters
-    ----------
-    seed : int
-        The run's single seed (config key ``seed``).
-    name : str
-        Component name, e.g. ``"crossfit_folds"``. Different names give independent streams.
-
-    Returns
-    -------
-    int
-        A seed in ``[0, 2**31 - 1)``, identical on every platform and Python run (``hash()`` is salted; crc32 is
-        not).
-    """
-    state = np.random.SeedSequence([int(seed), zlib.crc32(name.encode("utf-8"))]).generate_state(1)[0]
-    return int(state % (2**31 - 1))
-
-
-def _check_params(params: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
-    params = dict(params or {})
-    unknown = sorted(set(params) - _XGB_KEYS)
-    if unknown:
-        raise ValueError(f"config key {key}: unknown XGBoost parameter(s) {unknown}")
-    reserved = sorted(set(params) & _RESERVED)
-    if reserved:
-        raise ValueError(f"config key {key}: {reserved} are set from `seed` / `nuisance.n_jobs`, not per model")
-    return params
-
-
-def make_classifier(params: Mapping[str, Any] | None = None, *, seed: int = 0, n_jobs: int = 1) -> XGBClassifier:
-    """XGBoost propensity model with ``tree_method="hist"``.
-
-    Parameters
-    ----------
-    params : mapping, optional
-        XGBoost keyword arguments (``max_depth``, ``n_estimators``, ...), e.g. ``nuisance.classifier``.
-    seed : int
-        ``random_state`` of the model.
-    n_jobs : int
-        XGBoost threads.
-    """
-    params = _check_params(params, "nuisance.classifier")
-    return XGBClassifier(**params, tree_method="hist", random_state=seed, n_jobs=n_jobs, eval_metric="logloss")
-
-
-def make_regressor(params: Mapping[str, Any] | None = None, *, seed: int = 0, n_jobs: int = 1) -> XGBRegressor:
-    """XGBoost outcome model with ``tree_method="hist"``; parameters as in :func:`make_classifier`."""
-    params = _check_params(params, "nuisance.regressor")
-    return XGBRegressor(**params, tree_method="hist", random_state=seed, n_jobs=n_jobs)
-
-
-def tune(
-    model: XGBClassifier | XGBRegressor,
-    grid: Mapping[str, Sequence[Any]],
-    features: np.ndarray,
-    target: np.ndarray,
-    *,
-    n_folds: int = 3,
-    max_rows: int | None = 50_000,
-    seed: int = 0,
-    key: str = "nuisance.grid",
-    use_ray: bool = False,
-) -> dict[str, Any]:
-    """Grid search with k-fold CV on at most ``max_rows`` rows.
-
-    At scale the search runs on a seeded (stratified, for a classifier) subsample: the grid ranks settings the same
-    way on 50k rows as on 1M at a small fraction of the cost; the chosen setting is then cross-fitted on all rows.
-
-    Parameters
-    ----------
-    model : XGBClassifier or XGBRegressor
-        Base model; its parameters outside ``grid`` are kept.
-    grid : mapping of str to sequence
-        Parameter grid, e.g. ``{"max_depth": [3, 6], "n_estimators": [100, 300]}``.
-    features : ndarray of shape (n, p)
-    target : ndarray of shape (n,)
-        Binary treatment (classifier) or outcome (regressor).
-    n_folds : int
-        CV folds of the search.
-    max_rows : int or None
-        Subsample size for the search; ``None`` tunes on all rows.
-    seed : int
-        Seeds the subsample and the CV splitter.
-    key : str
-        Config key named in error messages.
-    use_ray : bool
-        Run the (candidate, fold) fits as Ray tasks through Ray's joblib backend; same scores.
-
-    Returns
-    -------
-    dict
-        ``best_params`` (dict), ``best_score`` (mean CV score: negative log loss or negative MSE), ``n_rows``
-        (rows searched), ``n_candidates``, ``seconds``, and ``candidates``: one record per grid point with its
-        mean and sd CV score.
-    """
-    grid = {name: list(values) for name, values in dict(grid).items()}
-    _check_params(dict.fromkeys(grid), key)
-    if any(len(v) == 0 for v in grid.values()):
-        raise ValueError(f"config key {key}: every grid entry needs at least one value")
-    is_classifier = isinstance(model, ClassifierMixin)
-    n = len(target)
-    rows = np.arange(n)
-    if max_rows is not None and n > max_rows:
-        rows, _ = train_test_split(
-            rows,
-            train_size=int(max_rows),
-            random_state=derive_seed(seed, "tune_subsample"),
-            stratify=target if is_classifier else None,
-        )
-        rows = np.sort(rows)
-    splitter_cls = StratifiedKFold if is_classifier else KFold
-    splitter = splitter_cls(n_splits=n_folds, shuffle=True, random_state=derive_seed(seed, "tune_folds"))
-    scoring = "neg_log_loss" if is_classifier else "neg_mean_squared_error"
-    start = time.perf_counter()
-    if use_ray:
-        import joblib
-        from ray.util.joblib import register_ray
-
-        register_ray()
-        search = GridSearchCV(model, grid, scoring=scoring, cv=splitter, n_jobs=-1, refit=False, error_score="raise")
-        with joblib.parallel_backend("ray"):
-            search.fit(features[rows], target[rows])
-    else:
-        # Sequential search: each XGBoost fit already uses n_jobs threads, and joblib workers on top would
-        # oversubscribe the cores without changing the result.
-        search = GridSearchCV(model, grid, scoring=scoring, cv=splitter, n_jobs=1, refit=False, error_score="raise")
-        search.fit(features[rows], target[rows])
-    seconds = time.perf_counter() - start
-    res = search.cv_results_
-    candidates = [
-        {"params": dict(p), "mean_score": float(m), "std_score": float(s)}
-        for p, m, s in zip(res["params"], res["mean_test_score"], res["std_test_score"])
-    ]
-    log.info(
-        "tuned %s on %d of %d rows, %d candidates x %d folds in %.1fs: %s (score %.5g)",
-        type(model).__name__,
-        len(rows),
-        n,
-        len(candidates),
-        n_folds,
-        seconds,
-        search.best_params_,
-        search.best_score_,
-    )
-    return {
-        "best_params": dict(search.best_params_),
-        "best_score": float(search.best_score_),
-        "scoring": scoring,
-        "n_rows": int(len(rows)),
-        "n_candidates": len(candidates),
-        "seconds": seconds,
-        "candidates": candidates,
-    }
-
 
 class CrossFitNuisance(BaseEstimator):
-    """Cross-fitted propensity and outcome predictions, fitted once and shared by every causal step.
+    """Cross-fitted propensity and per-arm outcome predictions, chosen among candidate learners, optionally repeated.
 
-    For each of ``n_folds`` stratified folds, an XGBoost classifier of T and an XGBoost regressor of Y are fitted on
-    the other folds and predict the held-out fold, so each unit's e(x) and m(x) come from models that never saw it
-    (the cross-fitting of Chernozhukov et al., 2018). With ``tune=True`` the parameters are first chosen by
-    :func:`tune` on a subsample.
+    For each of ``n_folds`` folds (stratified by treatment, or by cluster with ``groups``) the propensity learner is
+    fitted on the other folds and predicts the held-out fold, and so are the outcome learner on the treated and on
+    the control units of the other folds (mu1, mu0), so every unit's predictions come from models that never saw it
+    (Chernozhukov et al., 2018). With several candidates, each is cross-fitted and the one with the lowest
+    out-of-fold loss is used (on a subsample of ``select_max_rows`` rows when the data are larger, then cross-fitted
+    on all rows). With ``repeats > 1`` the cross-fit is repeated on independent fold splits with the chosen
+    learners; the ``*_repeats_`` arrays hold each repeat, the plain attributes their mean.
 
     Parameters
     ----------
+    candidates : sequence of str or mapping, optional
+        Learner specs (:func:`causal.learners.make_learner`) tried for both nuisances; default ``["xgboost"]``.
+        ``"constant"`` is added when there is more than one candidate.
+    model_t, model_y : str or mapping, optional
+        One learner for the propensity / the outcome (e.g. ``{_target_: sklearn.linear_model.LassoCV}``); replaces
+        ``candidates`` for that nuisance.
     classifier_params, regressor_params : mapping, optional
-        Fixed XGBoost parameters (``nuisance.classifier``, ``nuisance.regressor``); the tuned values override them.
+        XGBoost parameters of the ``xgboost`` family; tuned values override them.
     classifier_grid, regressor_grid : mapping, optional
-        Grids searched when ``tune`` is true (``nuisance.grid.classifier``, ``nuisance.grid.regressor``).
+        Grids searched when ``tune`` is true.
     tune : bool
-        Whether to run the grid search before cross-fitting.
+        Grid-search the XGBoost parameters (:func:`causal.xgb.tune`) first.
     n_folds : int
-        Cross-fitting folds (``nuisance.folds``).
-    tune_folds : int
-        CV folds of the grid search.
-    tune_max_rows : int or None
-        Rows the grid search may use (a seeded subsample above that).
+        Cross-fitting folds.
+    repeats : int
+        Independent fold splits; estimates are aggregated by their median (:func:`causal.estimands.aggregate`).
+    repeats_max_rows : int, optional
+        Above this many rows one cross-fit only: the fold split's noise shrinks with n while a repeat's cost grows
+        with it. ``None``: no limit.
+    select_max_rows : int
+        Learner choice on all rows up to this size (reusing the chosen learner's out-of-fold predictions), on a
+        seeded stratified subsample above it.
+    tune_folds, tune_max_rows : int
+        Folds and rows of the XGBoost grid search.
     n_jobs : int
-        XGBoost threads per model.
+        Threads per model.
     random_state : int
         The run's seed; children are derived per model, fold split and subsample.
     use_ray : bool
-        Run each cross-fitting fold as a Ray task and the grid search's fits through Ray's joblib backend (needs
-        ``pip install creative-insights[ray]``; joins the running Ray instance or starts a local one). The numbers
-        are the same as without Ray: every fit is seeded the same way wherever it runs.
+        Run the folds (and the grid search's fits) as Ray tasks; same numbers.
     ray_remote_func_options : mapping, optional
         Options of the fold tasks, e.g. ``{"num_cpus": 1}``.
 
     Attributes
     ----------
     folds_ : list of (ndarray, ndarray)
-        (train, test) row indices of each cross-fitting fold; the test parts partition ``range(n)``.
+        Folds of the first repeat; the test parts partition ``range(n)``.
     propensity_ : ndarray of shape (n,)
-        Out-of-fold P(T=1 | x), raw (not clipped).
+        Out-of-fold P(T=1 | x), raw (not clipped), mean over repeats.
+    outcome_treated_, outcome_control_ : ndarray of shape (n,)
+        Out-of-fold mu1(x), mu0(x).
     outcome_ : ndarray of shape (n,)
-        Out-of-fold E[Y | x], in the outcome's units.
+        E[Y | x] = e mu1 + (1 - e) mu0.
+    propensity_repeats_, outcome_treated_repeats_, outcome_control_repeats_ : ndarray of shape (repeats, n)
+    selection_ : dict
+        ``{"propensity": ..., "outcome": ...}``: ``chosen``, ``losses`` (out-of-fold, per candidate), ``metric``,
+        ``n_rows``.
     classifier_params_, regressor_params_ : dict
-        Parameters used for the cross-fit (fixed merged with tuned).
+        XGBoost parameters (fixed merged with tuned).
     tuning_ : dict
-        ``{"classifier": ..., "regressor": ...}`` results of :func:`tune`, or empty when not tuned.
+        Grid-search results, or empty.
     scores_ : dict
         Out-of-fold quality: ``propensity_log_loss``, ``propensity_auc``, ``outcome_r2``, ``outcome_rmse``.
     seconds_ : dict
-        Wall time of ``tune`` and ``crossfit``.
+        Wall time of ``tune``, ``select`` and ``crossfit``.
     """
 
     def __init__(
         self,
         *,
+        candidates: Sequence[str | Mapping[str, Any]] | None = None,
+        model_t: str | Mapping[str, Any] | None = None,
+        model_y: str | Mapping[str, Any] | None = None,
         classifier_params: Mapping[str, Any] | None = None,
         regressor_params: Mapping[str, Any] | None = None,
         classifier_grid: Mapping[str, Sequence[Any]] | None = None,
         regressor_grid: Mapping[str, Sequence[Any]] | None = None,
         tune: bool = False,
         n_folds: int = 5,
+        repeats: int = 1,
+        repeats_max_rows: int | None = None,
+        select_max_rows: int = 10_000,
         tune_folds: int = 3,
         tune_max_rows: int | None = 50_000,
         n_jobs: int = 1,
@@ -258,12 +137,18 @@ class CrossFitNuisance(BaseEstimator):
         use_ray: bool = False,
         ray_remote_func_options: Mapping[str, Any] | None = None,
     ):
+        self.candidates = candidates
+        self.model_t = model_t
+        self.model_y = model_y
         self.classifier_params = classifier_params
         self.regressor_params = regressor_params
         self.classifier_grid = classifier_grid
         self.regressor_grid = regressor_grid
         self.tune = tune
         self.n_folds = n_folds
+        self.repeats = repeats
+        self.repeats_max_rows = repeats_max_rows
+        self.select_max_rows = select_max_rows
         self.tune_folds = tune_folds
         self.tune_max_rows = tune_max_rows
         self.n_jobs = n_jobs
@@ -271,8 +156,10 @@ class CrossFitNuisance(BaseEstimator):
         self.use_ray = use_ray
         self.ray_remote_func_options = ray_remote_func_options
 
-    def fit(self, features: np.ndarray | pd.DataFrame, t: np.ndarray, y: np.ndarray) -> CrossFitNuisance:
-        """Tune (optionally) and cross-fit both nuisance models.
+    def fit(
+        self, features: np.ndarray | pd.DataFrame, t: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
+    ) -> CrossFitNuisance:
+        """Tune (optionally), choose the learners and cross-fit the propensity and both arms' outcome models.
 
         Parameters
         ----------
@@ -282,11 +169,64 @@ class CrossFitNuisance(BaseEstimator):
             Binary treatment, 0/1.
         y : ndarray of shape (n,)
             Outcome.
+        groups : ndarray of shape (n,), optional
+            Cluster labels: folds keep clusters together.
 
         Returns
         -------
         self
         """
+        features, t, y = self._check(features, t, y)
+        n = len(t)
+        start = time.perf_counter()
+        self._tune_xgb(features, t, y)
+        tuned = time.perf_counter()
+        specs = self._specs()
+        self.learners_ = {role: {learners.spec_name(s): s for s in role_specs} for role, role_specs in specs.items()}
+        first = self._select(features, t, y, groups)
+        selected = time.perf_counter()
+        e_all, mu1_all, mu0_all = [], [], []
+        for r in range(self._n_repeats(n)):
+            folds = self._folds(n, t, groups, r)
+            if r == 0:
+                self.folds_ = folds
+            e, mu1, mu0 = first if (r == 0 and first is not None) else self._crossfit(features, t, y, folds, r)
+            e_all.append(e)
+            mu1_all.append(mu1)
+            mu0_all.append(mu0)
+        self.propensity_repeats_ = np.vstack(e_all)
+        self.outcome_treated_repeats_ = np.vstack(mu1_all)
+        self.outcome_control_repeats_ = np.vstack(mu0_all)
+        self.propensity_ = self.propensity_repeats_.mean(axis=0)
+        self.outcome_treated_ = self.outcome_treated_repeats_.mean(axis=0)
+        self.outcome_control_ = self.outcome_control_repeats_.mean(axis=0)
+        self.outcome_ = self.propensity_ * self.outcome_treated_ + (1 - self.propensity_) * self.outcome_control_
+        done = time.perf_counter()
+        self.seconds_ = {"tune": tuned - start, "select": selected - tuned, "crossfit": done - selected}
+        self.scores_ = _oof_scores(t, y, self.propensity_, self.outcome_)
+        self.scores_["outcome_arm_rmse"] = float(
+            np.sqrt(np.mean((y - np.where(t == 1, self.outcome_treated_, self.outcome_control_)) ** 2))
+        )
+        log.info(
+            "cross-fitted nuisances (%s / %s) on %d rows x %d features, %d folds x %d repeats in %.1fs: %s",
+            self.selection_["propensity"]["chosen"],
+            self.selection_["outcome"]["chosen"],
+            n,
+            features.shape[1],
+            self.n_folds,
+            len(e_all),
+            done - selected,
+            self.scores_,
+        )
+        return self
+
+    def _n_repeats(self, n: int) -> int:
+        """Cross-fits run on n rows: ``repeats``, or 1 above ``repeats_max_rows``."""
+        if self.repeats_max_rows is not None and n > self.repeats_max_rows:
+            return 1
+        return max(int(self.repeats), 1)
+
+    def _check(self, features: Any, t: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         features = np.asarray(features, dtype=np.float32)
         t = np.asarray(t).astype(np.int8).ravel()
         y = np.asarray(y, dtype=np.float64).ravel()
@@ -300,73 +240,149 @@ class CrossFitNuisance(BaseEstimator):
             raise ValueError(
                 f"nuisance.folds={self.n_folds} needs at least that many units per arm; arms have {counts.tolist()}"
             )
+        if int(self.repeats) < 1:
+            raise ValueError(f"nuisance.repeats must be >= 1, got {self.repeats}")
+        return features, t, y
+
+    def _specs(self) -> dict[str, list[Any]]:
+        base = list(self.candidates) if self.candidates else ["xgboost"]
+        if len(base) > 1 and "constant" not in base:
+            base = ["constant", *base]
+        return {
+            "propensity": [self.model_t] if self.model_t is not None else base,
+            "outcome": [self.model_y] if self.model_y is not None else base,
+        }
+
+    def _tune_xgb(self, features: np.ndarray, t: np.ndarray, y: np.ndarray) -> None:
         seed = self.random_state
         self.classifier_params_ = _check_params(self.classifier_params, "nuisance.classifier")
         self.regressor_params_ = _check_params(self.regressor_params, "nuisance.regressor")
         self.tuning_ = {}
-        start = time.perf_counter()
-        if self.tune:
-            for role, target, grid, params, factory in (
-                ("classifier", t, self.classifier_grid, self.classifier_params_, make_classifier),
-                ("regressor", y, self.regressor_grid, self.regressor_params_, make_regressor),
-            ):
-                if not grid:
-                    continue
-                base = factory(params, seed=derive_seed(seed, f"tune_{role}"), n_jobs=self.n_jobs)
-                result = tune(
-                    base,
-                    grid,
-                    features,
-                    target,
-                    n_folds=self.tune_folds,
-                    max_rows=self.tune_max_rows,
-                    seed=derive_seed(seed, f"tune_{role}"),
-                    key=f"nuisance.grid.{role}",
-                    use_ray=self.use_ray,
-                )
-                params.update(result["best_params"])
-                self.tuning_[role] = result
-        tuned = time.perf_counter()
+        uses_xgb = [s for role in self._specs().values() for s in role if s == "xgboost"]
+        if not self.tune or not uses_xgb:
+            return
+        for role, target, grid, params, factory in (
+            ("classifier", t, self.classifier_grid, self.classifier_params_, make_classifier),
+            ("regressor", y, self.regressor_grid, self.regressor_params_, make_regressor),
+        ):
+            if not grid:
+                continue
+            base = factory(params, seed=derive_seed(seed, f"tune_{role}"), n_jobs=self.n_jobs)
+            result = tune(
+                base,
+                grid,
+                features,
+                target,
+                n_folds=self.tune_folds,
+                max_rows=self.tune_max_rows,
+                seed=derive_seed(seed, f"tune_{role}"),
+                key=f"nuisance.grid.{role}",
+                use_ray=self.use_ray,
+            )
+            params.update(result["best_params"])
+            self.tuning_[role] = result
 
-        self.folds_ = make_folds(n, n_folds=self.n_folds, seed=derive_seed(seed, "crossfit"), stratify=t)
-        ray_opts = {"use_ray": self.use_ray, "ray_remote_func_options": self.ray_remote_func_options}
-        self.propensity_ = cross_predict(
-            make_classifier(self.classifier_params_, n_jobs=self.n_jobs),
-            features,
-            t,
-            self.folds_,
-            seeds=[derive_seed(seed, f"propensity_{k}") for k in range(len(self.folds_))],
-            **ray_opts,
+    def _learner(self, role: str, name: str, n_rows: int) -> Any:
+        spec = self.learners_[role][name]
+        kind = "classifier" if role == "propensity" else "regressor"
+        params = self.classifier_params_ if kind == "classifier" else self.regressor_params_
+        return learners.make_learner(
+            spec,
+            kind=kind,
+            seed=derive_seed(self.random_state, f"{role}_{name}"),
+            n_jobs=self.n_jobs,
+            n_rows=n_rows,
+            xgb_params=params,
         )
-        self.outcome_ = cross_predict(
-            make_regressor(self.regressor_params_, n_jobs=self.n_jobs),
-            features,
-            y,
-            self.folds_,
-            seeds=[derive_seed(seed, f"outcome_{k}") for k in range(len(self.folds_))],
-            **ray_opts,
+
+    def _folds(self, n: int, t: np.ndarray, groups: np.ndarray | None, r: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        name = "crossfit" if r == 0 else f"crossfit_{r}"
+        return make_folds(n, n_folds=self.n_folds, seed=derive_seed(self.random_state, name), stratify=t, groups=groups)
+
+    def _predict_role(
+        self, role: str, name: str, features: np.ndarray, t: np.ndarray, y: np.ndarray, folds: Any, tag: str
+    ) -> Any:
+        """Out-of-fold predictions of one candidate: e for the propensity, (mu1, mu0) for the outcome."""
+        learner = self._learner(role, name, len(t))
+        opts = {
+            "use_ray": self.use_ray,
+            "ray_remote_func_options": self.ray_remote_func_options,
+            "n_threads": self.n_jobs,
+        }
+        seeds = [derive_seed(self.random_state, f"{role}_{name}_{tag}_{k}") for k in range(len(folds))]
+        if role == "propensity":
+            return cross_predict(learner, features, t, folds, seeds=seeds, **opts)
+        return tuple(
+            cross_predict(learner, features, y, folds, seeds=seeds, train_mask=t == arm, **opts) for arm in (1, 0)
         )
-        done = time.perf_counter()
-        self.seconds_ = {"tune": tuned - start, "crossfit": done - tuned}
-        self.scores_ = _oof_scores(t, y, self.propensity_, self.outcome_)
-        log.info(
-            "cross-fitted nuisances on %d rows x %d features, %d folds in %.1fs: %s",
-            n,
-            features.shape[1],
-            self.n_folds,
-            done - tuned,
-            self.scores_,
+
+    def _select(
+        self, features: np.ndarray, t: np.ndarray, y: np.ndarray, groups: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Choose each nuisance's learner; returns the first repeat's predictions when chosen on all rows."""
+        n = len(t)
+        rows = np.arange(n)
+        if n > self.select_max_rows and any(len(v) > 1 for v in self.learners_.values()):
+            rows, _ = train_test_split(
+                rows,
+                train_size=int(self.select_max_rows),
+                stratify=t,
+                random_state=derive_seed(self.random_state, "select_subsample"),
+            )
+            rows = np.sort(rows)
+        full = len(rows) == n
+        f, tt, yy = features[rows], t[rows], y[rows]
+        g = None if groups is None else np.asarray(groups)[rows]
+        folds = (
+            self._folds(len(rows), tt, g, 0)
+            if full
+            else make_folds(
+                len(rows), n_folds=self.n_folds, seed=derive_seed(self.random_state, "select"), stratify=tt, groups=g
+            )
         )
-        return self
+        losses = {
+            "propensity": lambda e: learners.log_loss(tt, e),
+            "outcome": lambda mu: float(np.mean((yy - np.where(tt == 1, mu[0], mu[1])) ** 2)),
+        }
+        chosen: dict[str, Any] = {}
+        self.selection_ = {}
+        for role in ("propensity", "outcome"):
+            names = list(self.learners_[role])
+            name, preds, role_losses = learners.choose(
+                names,
+                lambda nm, role=role: self._predict_role(role, nm, f, tt, yy, folds, "r0"),
+                losses[role],
+                role=role,
+            )
+            chosen[role] = preds[name]
+            self.selection_[role] = {
+                "chosen": name,
+                "losses": role_losses,
+                "metric": "log_loss" if role == "propensity" else "mse (own arm)",
+                "n_rows": int(len(rows)),
+            }
+        self.chosen_ = {role: sel["chosen"] for role, sel in self.selection_.items()}
+        if not full:
+            return None
+        return chosen["propensity"], chosen["outcome"][0], chosen["outcome"][1]
+
+    def _crossfit(
+        self, features: np.ndarray, t: np.ndarray, y: np.ndarray, folds: Any, r: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        e = self._predict_role("propensity", self.chosen_["propensity"], features, t, y, folds, f"r{r}")
+        mu1, mu0 = self._predict_role("outcome", self.chosen_["outcome"], features, t, y, folds, f"r{r}")
+        return e, mu1, mu0
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready description: parameters used, tuning results (without the per-candidate table), scores."""
+        """JSON-ready description: learners chosen (with every candidate's loss), parameters, tuning, scores."""
         tuning = {
             role: {k: v for k, v in res.items() if k not in ("candidates", "seconds")}
             for role, res in self.tuning_.items()
         }
         return {
             "folds": self.n_folds,
+            "repeats": int(self.propensity_repeats_.shape[0]),
+            "learners": self.selection_,
             "tuned": bool(self.tune),
             "tune_max_rows": self.tune_max_rows,
             "classifier_params": dict(self.classifier_params_),
@@ -388,6 +404,10 @@ def _oof_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, m: np.ndarray) -> d
     }
 
 
+# Keys of the learner choice and repeated cross-fitting (also in causal.validate.KNOWN_KEYS).
+NEW_KEYS = ("candidates", "model_t", "model_y", "select_max_rows", "repeats", "repeats_max_rows", "cluster")
+
+
 def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
     """Build a :class:`CrossFitNuisance` from the ``nuisance`` config group.
 
@@ -395,8 +415,9 @@ def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
     ----------
     cfg : mapping
         ``nuisance`` node: ``folds``, ``n_jobs``, ``classifier``, ``regressor``, for tuning ``tune`` (bool),
-        ``tune_folds``, ``tune_max_rows`` and ``grid.classifier`` / ``grid.regressor``, and ``use_ray``,
-        ``ray_remote_func_options``.
+        ``tune_folds``, ``tune_max_rows`` and ``grid.classifier`` / ``grid.regressor``, the learner choice
+        ``candidates``, ``model_t``, ``model_y``, ``select_max_rows``, ``repeats``, ``cluster`` (read by the
+        pipeline), and ``use_ray``, ``ray_remote_func_options``.
     seed : int
         The run's seed.
     """
@@ -413,6 +434,7 @@ def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
         "grid",
         "use_ray",
         "ray_remote_func_options",
+        *NEW_KEYS,
     }
     unknown = sorted(set(cfg) - allowed)
     if unknown:
@@ -422,15 +444,21 @@ def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
     if unknown:
         raise ValueError(f"config key nuisance.grid: unknown key(s) {unknown}; use classifier / regressor")
     return CrossFitNuisance(
+        candidates=_plain(cfg.get("candidates")),
+        model_t=_plain(cfg.get("model_t")),
+        model_y=_plain(cfg.get("model_y")),
+        repeats=int(cfg.get("repeats") or 1),
+        repeats_max_rows=None if cfg.get("repeats_max_rows") is None else int(cfg["repeats_max_rows"]),
+        select_max_rows=int(cfg.get("select_max_rows") or 10_000),
         classifier_params=_plain(cfg.get("classifier")),
         regressor_params=_plain(cfg.get("regressor")),
         classifier_grid=_plain(grid.get("classifier")),
         regressor_grid=_plain(grid.get("regressor")),
         tune=bool(cfg.get("tune", False)),
-        n_folds=int(cfg.get("folds", 5)),
-        tune_folds=int(cfg.get("tune_folds", 3)),
+        n_folds=int(cfg.get("folds") or 5),
+        tune_folds=int(cfg.get("tune_folds") or 3),
         tune_max_rows=None if cfg.get("tune_max_rows") is None else int(cfg["tune_max_rows"]),
-        n_jobs=int(cfg.get("n_jobs", 1)),
+        n_jobs=int(cfg.get("n_jobs") or 1),
         random_state=int(seed),
         use_ray=bool(cfg.get("use_ray", False)),
         ray_remote_func_options=_plain(cfg.get("ray_remote_func_options")),
@@ -446,83 +474,3 @@ def _plain(node: Any) -> Any:
     if isinstance(node, (list, tuple)) or type(node).__name__ == "ListConfig":
         return [_plain(v) for v in node]
     return node
-
-
-class CachedRegressor(RegressorMixin, BaseEstimator):
-    """Hands precomputed out-of-fold outcome predictions to EconML as ``model_y``.
-
-    Used with ``cv=1`` (EconML's "no cross-fitting" path): ``_crossfit`` then fits this model once on all rows
-    in their original order and predicts those same rows, so EconML's residuals ``Y - m(x)`` are exactly the
-    cached cross-fitted ones and no nuisance model is refitted. ``fit`` checks the target it is given equals the
-    one the predictions were made for, so rows cannot be misaligned silently.
-
-    Parameters
-    ----------
-    predictions : ndarray of shape (n,)
-        Out-of-fold E[Y | x].
-    target : ndarray of shape (n,)
-        The outcome the predictions belong to.
-    """
-
-    def __init__(self, predictions: np.ndarray, target: np.ndarray):
-        self.predictions = predictions
-        self.target = target
-
-    def fit(self, X: np.ndarray, y: np.ndarray, **_: Any) -> CachedRegressor:
-        y = np.asarray(y, dtype=np.float64).ravel()
-        if len(y) != len(self.target) or not np.array_equal(y, np.asarray(self.target, dtype=np.float64).ravel()):
-            raise ValueError(
-                "CachedRegressor: EconML passed a different outcome than the cached predictions belong to; "
-                "it must be fitted with cv=1 on the same rows in the same order"
-            )
-        self.n_features_in_ = np.shape(X)[1]
-        return self
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        if np.shape(X)[0] != len(self.predictions):
-            raise ValueError(
-                f"CachedRegressor holds {len(self.predictions)} cached predictions and cannot predict "
-                f"{np.shape(X)[0]} new rows"
-            )
-        return np.asarray(self.predictions, dtype=np.float64)
-
-
-class CachedClassifier(ClassifierMixin, BaseEstimator):
-    """Hands precomputed out-of-fold propensities to EconML as ``model_t`` (binary treatment, ``cv=1``).
-
-    Parameters
-    ----------
-    propensity : ndarray of shape (n,)
-        Out-of-fold P(T=1 | x).
-    target : ndarray of shape (n,)
-        The 0/1 treatment the propensities belong to.
-    """
-
-    def __init__(self, propensity: np.ndarray, target: np.ndarray):
-        self.propensity = propensity
-        self.target = target
-
-    def fit(self, X: np.ndarray, y: np.ndarray, **_: Any) -> CachedClassifier:
-        y = np.asarray(y).ravel()
-        if len(y) != len(self.target) or not np.array_equal(
-            y.astype(np.int64), np.asarray(self.target).astype(np.int64)
-        ):
-            raise ValueError(
-                "CachedClassifier: EconML passed a different treatment than the cached propensities belong to; "
-                "it must be fitted with cv=1 on the same rows in the same order"
-            )
-        self.classes_ = np.array([0, 1])
-        self.n_features_in_ = np.shape(X)[1]
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        if np.shape(X)[0] != len(self.propensity):
-            raise ValueError(
-                f"CachedClassifier holds {len(self.propensity)} cached propensities and cannot predict "
-                f"{np.shape(X)[0]} new rows"
-            )
-        e = np.asarray(self.propensity, dtype=np.float64)
-        return np.column_stack([1.0 - e, e])
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)

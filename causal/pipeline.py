@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from causal import dml, overlap, report
+from causal import dml, estimands, overlap, report
 from causal.data import CausalDataset, DataError, Roles, load_from_config
+from causal.estimands import DEFAULT_CLIP
 from causal.nuisance import CrossFitNuisance
 from causal.nuisance import from_config as nuisance_from_config
 from causal.validate import ConfigError, allowed_keys, check_columns, validate_config
@@ -54,7 +55,9 @@ class RunContext:
     seed, alpha : int, float
         The run's seed and 1 - confidence level.
     keep : ndarray of bool, shape (n,)
-        Units used by the estimators: all, until the overlap step trims.
+        Units used by the estimators: all, unless ``estimand=ate_overlap`` and the overlap step trims.
+    overlap_keep : ndarray of bool, shape (n,) or None
+        The units the overlap rule keeps (the ``ate_overlap`` population), set by the overlap step.
     effect : dml.EffectEstimate or None
         The primary estimator's fit, set by the ``dml`` step (its ``estimator`` is the fitted EconML object).
     results : dict
@@ -71,6 +74,7 @@ class RunContext:
     alpha: float
     keep: np.ndarray
     effect: dml.EffectEstimate | None = None
+    overlap_keep: np.ndarray | None = None
     results: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     _nuisance: CrossFitNuisance | None = None
@@ -87,8 +91,11 @@ class RunContext:
         """The cross-fitted nuisance models, fitted on first access (on all rows) and cached."""
         if self._nuisance is None:
             start = time.perf_counter()
-            model = nuisance_from_config(_node(self.cfg, "nuisance"), seed=self.seed)
-            self._nuisance = model.fit(self.features, self.dataset.t, self.dataset.y)
+            node = to_plain(_node(self.cfg, "nuisance")) or {}
+            model = nuisance_from_config(node, seed=self.seed)
+            cluster = node.get("cluster")
+            groups = self.dataset.frame[cluster].to_numpy() if cluster else None
+            self._nuisance = model.fit(self.features, self.dataset.t, self.dataset.y, groups=groups)
             self.timings["nuisance"] = time.perf_counter() - start
             self.timings.update({f"nuisance_{k}": v for k, v in model.seconds_.items()})
             self.results["nuisance"] = model.summary()
@@ -137,12 +144,17 @@ def step_overlap(ctx: RunContext) -> dict[str, Any]:
         **kwargs,
         source=ctx.dataset.source,
     )
-    if keep.sum() < 10 or len(np.unique(ctx.dataset.t[keep])) < 2:
-        raise DataError(
-            f"{ctx.dataset.source}: overlap.rule={kwargs['rule']} leaves {int(keep.sum())} unit(s) "
-            "with both arms not represented; relax overlap.threshold or use overlap.rule=none"
-        )
-    ctx.keep = keep
+    ctx.overlap_keep = keep
+    # Trimming changes the population: it is applied only when the estimand is that population's ATE; the ATE and
+    # ATT keep every unit and clip extreme propensities instead (causal.estimands).
+    result["applied"] = estimand_of(ctx.cfg) == "ate_overlap"
+    if result["applied"]:
+        if keep.sum() < 10 or len(np.unique(ctx.dataset.t[keep])) < 2:
+            raise DataError(
+                f"{ctx.dataset.source}: overlap.rule={kwargs['rule']} leaves {int(keep.sum())} unit(s) "
+                "with both arms not represented; relax overlap.threshold or use overlap.rule=none"
+            )
+        ctx.keep = keep
     png = report.plot_propensity(
         result["histogram"], ctx.out_dir / "propensity_overlap.png", threshold=result["threshold"] or None
     )
@@ -166,6 +178,8 @@ def step_dml(ctx: RunContext) -> None:
     ds, keep, nuis = ctx.dataset, ctx.keep, ctx.nuisance
     y, t = ds.y[keep], ds.t[keep]
     groups = ds.groups.loc[keep].reset_index(drop=True) if ds.groups.shape[1] else None
+    arms = tuple(a[:, keep] for a in _arms(nuis))
+    clip = float(opts.get("clip", DEFAULT_CLIP))
     fit_args = {
         "y": y,
         "t": t,
@@ -175,6 +189,8 @@ def step_dml(ctx: RunContext) -> None:
         "groups": groups,
         "alpha": ctx.alpha,
         "seed": ctx.seed,
+        "arms": arms,
+        "clip": clip,
     }
     ctx.results["naive"] = dml.naive_difference(y, t, ctx.alpha)
     primary = to_plain(_node(ctx.cfg, "estimator")) or {}
@@ -182,6 +198,7 @@ def step_dml(ctx: RunContext) -> None:
     ctx.effect = dml.estimate(primary, **fit_args)
     ctx.timings[f"estimator_{ctx.effect.name}"] = time.perf_counter() - start
     ctx.results.update(ctx.effect.results)
+    _estimands(ctx, clip)
     ctx.results["estimator"] = primary
     compare = opts.get("compare") or []
     if compare:
@@ -209,6 +226,63 @@ def step_dml(ctx: RunContext) -> None:
         )
         ctx.results.setdefault("plots", {})["cate_by_group"] = png.name
     return None
+
+
+def _check_estimand(cfg: Any) -> None:
+    """``estimand`` and ``dml.clip`` values, before any data or model."""
+    problems = []
+    chosen = estimand_of(cfg)
+    steps = list(_node(cfg, "steps") or [])
+    if chosen not in estimands.ESTIMANDS:
+        problems.append(("estimand", f"{chosen!r} is not one of {list(estimands.ESTIMANDS)}"))
+    elif chosen == "ate_overlap" and "dml" in steps and "overlap" not in steps:
+        problems.append(("estimand", "ate_overlap is the ATE of the units the overlap step keeps: add it to steps"))
+    clip = (to_plain(_node(cfg, "dml")) or {}).get("clip")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or not 0 <= clip < 0.5):
+        problems.append(("dml.clip", f"{clip!r} is not a number in [0, 0.5)"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def estimand_of(cfg: Any) -> str:
+    """The configured estimand (``estimand``: ate | att | ate_overlap; default ate)."""
+    return str(_node(cfg, "estimand") or "ate")
+
+
+def _arms(nuis: CrossFitNuisance) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(e, mu1, mu0), each of shape (repeats, n)."""
+    return nuis.propensity_repeats_, nuis.outcome_treated_repeats_, nuis.outcome_control_repeats_
+
+
+def _estimands(ctx: RunContext, clip: float) -> None:
+    """``estimands`` (ATE on all units, ATT, ATE on the overlap population, each with its n), ``ate`` = the
+    configured one, and the per-unit effects in ``unit_effects.parquet``."""
+    ds, nuis = ctx.dataset, ctx.nuisance
+    everyone = np.ones(len(ds.y), dtype=bool)
+    masks = {"ate": everyone, "att": everyone, "ate_overlap": ctx.overlap_keep}
+    out: dict[str, Any] = {}
+    for kind, mask in masks.items():
+        if mask is None:
+            continue
+        arms = tuple(a[:, mask] for a in _arms(nuis))
+        out[kind], _ = estimands.aipw(kind, ds.y[mask], ds.t[mask], *arms, clip=clip, alpha=ctx.alpha)
+    chosen = estimand_of(ctx.cfg)
+    if chosen not in out:
+        raise ValueError(f"config key estimand={chosen}: needs the overlap step in `steps`")
+    ctx.results["estimands"] = out
+    ctx.results["ate"] = {**out[chosen], "estimator": ctx.effect.name}
+    frame = pd.DataFrame({"row": np.arange(len(ds.y)), "used": ctx.keep})
+    if "image_id" in ds.frame.columns:
+        frame.insert(0, "image_id", ds.frame["image_id"].to_numpy())
+    for name, values in (("cate", ctx.effect.tau), ("aipw_score", ctx.effect.scores)):
+        column = np.full(len(ds.y), np.nan)
+        column[ctx.keep] = values
+        frame[name] = column
+    frame["propensity"] = nuis.propensity_
+    frame["outcome_treated"] = nuis.outcome_treated_
+    frame["outcome_control"] = nuis.outcome_control_
+    frame.to_parquet(ctx.out_dir / "unit_effects.parquet", index=False)
+    ctx.results.setdefault("files", {})["unit_effects"] = "unit_effects.parquet"
 
 
 def _estimate_summary(fit: dml.EffectEstimate) -> dict[str, Any]:
@@ -332,6 +406,7 @@ def run(cfg: Any, out_dir: str | Path | None = None) -> dict[str, Any]:
         any step.
     """
     validate_config(cfg)
+    _check_estimand(cfg)
     steps = list(_node(cfg, "steps") or [])
     out = Path(out_dir) if out_dir is not None else _hydra_output_dir()
     out.mkdir(parents=True, exist_ok=True)

@@ -256,6 +256,16 @@ def overlap_problem(results: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _population(ate: Mapping[str, Any]) -> str:
+    """' over all 2,000 units' etc.: the estimand's population and how many units it covers."""
+    if not ate.get("population"):
+        return ""
+    n = ate.get("n")
+    count = f" {n:,}" if isinstance(n, int) else ""
+    words = {"ate": f"over all{count} units", "att": f"over the{count} treated units"}
+    return " " + html.escape(words.get(ate.get("estimand"), f"over the{count} {ate['population']}"))
+
+
 def plain_summary(results: Mapping[str, Any], evaluation: Mapping[str, Any] | None = None) -> str:
     """One paragraph in plain words: what was asked, what was found, how sure, and what could overturn it."""
     t, y = results.get("treatment", "the treatment"), results.get("outcome", "the outcome")
@@ -268,9 +278,10 @@ def plain_summary(results: Mapping[str, Any], evaluation: Mapping[str, Any] | No
         lo, hi = ate.get("ci_low"), ate.get("ci_high")
         sure = lo is not None and hi is not None and (lo > 0 or hi < 0)
         direction = "raises" if ate["estimate"] > 0 else "lowers"
+        population = _population(ate)
         parts.append(
             f"After accounting for the other recorded differences between units, it {direction} {html.escape(str(y))} "
-            f"by about {_num(ate['estimate'], 3)} on average (95% interval {_ci(ate, 3)}); "
+            f"by about {_num(ate['estimate'], 3)} on average{population} (95% interval {_ci(ate, 3)}); "
             + (
                 "the interval excludes zero, so the data support a real effect."
                 if sure and not overlap_problem(results)
@@ -302,6 +313,11 @@ def plain_summary(results: Mapping[str, Any], evaluation: Mapping[str, Any] | No
             f"The effect of {html.escape(str(med.get('treatment')))} runs {words.get(med['verdict'], '?')} "
             f"through {html.escape(str(med.get('mediator')))}."
         )
+        if med.get("disagreement"):
+            parts.append(
+                "The classic Baron &amp; Kenny regressions tell a different story "
+                f"({html.escape(str((med.get('comparison') or {}).get('reading', '')))})."
+            )
     sens = results.get("sensitivity") or {}
     if sens.get("e_value") is not None:
         parts.append(
@@ -429,7 +445,11 @@ def _effects_table(results: Mapping[str, Any]) -> str:
     for key in ("ate", "ate_partially_linear", "ate_econml"):
         eff = results.get(key)
         if eff and eff.get("estimate") is not None:
-            rows.append((eff.get("method", key), eff["estimate"], eff.get("stderr"), _ci(eff)))
+            label = eff.get("method", key) + (_population(eff) if key == "ate" else "")
+            rows.append((label, eff["estimate"], eff.get("stderr"), _ci(eff)))
+    for kind, eff in (results.get("estimands") or {}).items():
+        if kind != (results.get("ate") or {}).get("estimand") and eff.get("estimate") is not None:
+            rows.append((f"{kind.upper()}{_population(eff)}", eff["estimate"], eff.get("stderr"), _ci(eff)))
     for name, est in (results.get("estimates") or {}).items():
         eff = est.get("ate") or {}
         if eff.get("estimate") is not None:

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from causal.data import DataError, read_table
+from causal.tables import DataError, read_table
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,19 @@ def _face_rows(features: pd.DataFrame, max_faces: int) -> tuple[pd.DataFrame, pd
     return rows.reset_index(drop=True), faces.reset_index(drop=True)
 
 
+def _count_probability(
+    q_genre: np.ndarray, slope_genre: np.ndarray, g_idx: np.ndarray, pop: np.ndarray, strength: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit face-count probability under popularity confounding, and its expectation per genre over z ~ N(0, 1)
+    (Gauss-Hermite quadrature), which the population ATE's tau0 needs."""
+    k = 1.0 + slope_genre
+    q_unit = special.expit(special.logit(q_genre)[g_idx] + strength * k[g_idx] * np.tanh(2.0 * pop))
+    nodes, weights = np.polynomial.hermite_e.hermegauss(40)
+    weights = weights / weights.sum()
+    grid = special.expit(special.logit(q_genre)[:, None] + strength * k[:, None] * np.tanh(2.0 * nodes)[None, :])
+    return q_unit, grid @ weights
+
+
 def _check(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
     if not np.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"simulate_catalog: `{name}` must be in [{low}, {high}], got {value}")
@@ -195,6 +208,7 @@ def simulate_catalog(
     max_faces: int = 5,
     impressions_median: float = 5000.0,
     embedding_dim: int = 0,
+    count_popularity: float = 0.0,
 ) -> SimulatedCatalog:
     """Simulate a catalog of artworks with confounded face presence and a known effect on take rate.
 
@@ -232,6 +246,12 @@ def simulate_catalog(
     embedding_dim : int
         When > 0, add ``image_embedding`` (genre-dependent) and ``face_embedding_mean`` list columns of this
         length (parametric mode only; with ``features`` they are copied when the table has them).
+    count_popularity : float
+        Non-linear confounding of the face count (parametric mode): ``logit q_ij = logit q_g + count_popularity *
+        k_g * tanh(2 z_j)`` with a genre-specific slope ``k_g = 1 + gamma_g`` (genre x a saturating function of
+        popularity), while popularity moves the baseline take rate through ``tanh(z)``. A linear adjustment for
+        genre and popularity then leaves confounding of count -> take rate; the mediation truth stays exact.
+        0 (the default) leaves every draw as before.
 
     Returns
     -------
@@ -308,6 +328,10 @@ def simulate_catalog(
         face_pick = rng_faces.integers(0, len(face_rows), size=n)
         n_faces = face_rows["face_count"].to_numpy()[face_pick].astype(int)
         mean_count_by_genre = np.full(len(genre_names), float(face_rows["face_count"].mean()))
+    elif count_popularity:
+        q_unit, mean_q = _count_probability(genre_vec("count"), genre_vec("propensity"), g_idx, pop, count_popularity)
+        n_faces = 1 + rng_faces.binomial(max_faces - 1, q_unit)
+        mean_count_by_genre = 1 + (max_faces - 1) * mean_q
     else:
         q = genre_vec("count")
         n_faces = 1 + rng_faces.binomial(max_faces - 1, q[g_idx])
@@ -409,6 +433,7 @@ def simulate_catalog(
         "max_faces": max_faces,
         "impressions_median": impressions_median,
         "embedding_dim": embedding_dim,
+        **({"count_popularity": count_popularity} if count_popularity else {}),
         "derived": {
             "tau0": tau0,
             "propensity_intercept": intercept,

@@ -47,17 +47,18 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset(
         {"seed", "alpha", "n_jobs", "steps", "roles", "data", "estimator", "nuisance", "screening", "overlap", "dml"}
         | {"mediation", "sensitivity", "misclassification", "input", "labels", "paths", "evaluate", "report"}
-        | {"vision", "ray", "runner", "hydra"}
+        | {"vision", "ray", "runner", "hydra", "estimand"}
     ),
     "roles": frozenset({"treatment", "outcome", "confounders", "modifiers", "mediator", "groups"}),
     "screening": frozenset({"features", "alpha", "exclude", "max_levels"}),
     "overlap": frozenset({"rule", "threshold", "weighting", "bins"}),
-    "dml": frozenset({"compare", "moderation", "plots"}),
+    "dml": frozenset({"compare", "moderation", "plots", "clip"}),
     "estimator.linear_dml": frozenset({"name", "fit_cate_intercept", *_RAY_KEYS}),
     "estimator.causal_forest": frozenset({"name", *_FOREST_KEYS, *_RAY_KEYS}),
     "nuisance": frozenset(
         {"name", "folds", "n_jobs", "classifier", "regressor", "tune", "tune_folds", "tune_max_rows", "grid"}
         | {"use_ray", "ray_remote_func_options"}
+        | {"candidates", "model_t", "model_y", "select_max_rows", "repeats", "repeats_max_rows", "cluster"}
     ),
     "nuisance.grid": frozenset({"classifier", "regressor"}),
     "mediation": frozenset({"methods", "primary", "alpha", "n_boot", "cluster", "cov_type", "ml"}),

@@ -41,7 +41,8 @@ def _compose(overrides=(), hydra_cfg=False):
 def test_default_config_composes():
     cfg = _compose(hydra_cfg=True)
     assert cfg.data.name == "simulated" and cfg.estimator.name == "causal_forest"
-    assert cfg.nuisance.name == "xgboost_grid" and cfg.nuisance.tune and cfg.nuisance.tune_max_rows > 0
+    # Learner choice by out-of-fold loss is the default (issue 14); nuisance=xgboost_grid keeps the tuned XGBoost.
+    assert cfg.nuisance.name == "auto" and "constant" in cfg.nuisance.candidates and cfg.estimand == "ate"
     assert list(cfg.steps) == ["screening", "overlap", "dml"]
     assert cfg.roles.treatment == "face_present" and list(cfg.roles.modifiers) == ["genre", "country"]
     hydra_cfg = OmegaConf.to_container(cfg.hydra, resolve=False)

@@ -1,0 +1,254 @@
+"""Candidate nuisance learners and the choice among them by out-of-fold loss.
+
+A learner is any scikit-learn estimator: a built-in family named in config (``nuisance.candidates``) or an injected
+one (``nuisance.model_t`` / ``nuisance.model_y`` with a ``_target_``, EconML's ``model_t`` / ``model_y`` style).
+:func:`choose` cross-fits every candidate on the same folds and keeps the one with the lowest out-of-fold loss (log
+loss for the propensity, squared error for the outcome); ``constant`` (intercept only) is always a candidate, so a
+learner is chosen only when it beats it.
+
+Built-in families (each with its own internal tuning, cheap enough to cross-fit several of them):
+
+* ``constant`` -- prior probability / mean (the baseline to beat);
+* ``linear`` -- standardised inputs, then ``LogisticRegressionCV`` (L2, log-loss CV) or ``RidgeCV``;
+* ``spline`` -- standardised inputs, cubic B-splines per column (5 knots), then the same regularised fit;
+* ``random_forest`` -- 100 trees, leaves of >= 5 units (10 for the propensity), at most 20,000 rows per tree;
+* ``hist_gradient_boosting`` -- scikit-learn's histogram boosting with early stopping on a validation split;
+* ``xgboost`` -- XGBoost with the ``nuisance.classifier`` / ``nuisance.regressor`` parameters (tuned by the grid
+  when ``nuisance.tune`` is true).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import SplineTransformer, StandardScaler
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("constant", "linear", "spline", "random_forest", "hist_gradient_boosting", "xgboost")
+# Rows per tree of the random forest: time and memory stay flat as the data grow.
+FOREST_MAX_ROWS = 20_000
+_RIDGE_ALPHAS = np.logspace(-3, 4, 15)
+# scikit-learn >= 1.8 warns unless these are explicit (same fit: L2 only, fitted attributes of the new layout).
+_LOGIT_OPTIONS = (
+    {"l1_ratios": (0.0,), "use_legacy_attributes": False}
+    if "use_legacy_attributes" in LogisticRegressionCV().get_params()
+    else {}
+)
+
+
+def _linear(kind: str, seed: int, n_jobs: int, splines: bool) -> Any:
+    steps: list[Any] = [StandardScaler()]
+    if splines:
+        steps.append(SplineTransformer(n_knots=5, degree=3, extrapolation="linear"))
+    if kind == "classifier":
+        # The logit's slope is penalised, the intercept is not; the L2 strength is chosen by 3-fold log loss.
+        steps.append(
+            LogisticRegressionCV(
+                Cs=6, cv=3, scoring="neg_log_loss", max_iter=500, tol=1e-3, random_state=seed, **_LOGIT_OPTIONS
+            )
+        )
+    else:
+        steps.append(RidgeCV(alphas=_RIDGE_ALPHAS))
+    return make_pipeline(*steps)
+
+
+def _forest(kind: str, seed: int, n_jobs: int, n_rows: int | None) -> Any:
+    cap = None if n_rows is None or n_rows <= FOREST_MAX_ROWS else FOREST_MAX_ROWS
+    if kind == "classifier":
+        return RandomForestClassifier(
+            n_estimators=100, min_samples_leaf=10, max_samples=cap, n_jobs=n_jobs, random_state=seed
+        )
+    return RandomForestRegressor(
+        n_estimators=100, min_samples_leaf=5, max_features=0.5, max_samples=cap, n_jobs=n_jobs, random_state=seed
+    )
+
+
+def _boosting(kind: str, seed: int) -> Any:
+    params = {
+        "max_iter": 200,
+        "learning_rate": 0.1,
+        "max_leaf_nodes": 15,
+        "min_samples_leaf": 20,
+        "early_stopping": True,
+        "validation_fraction": 0.2,
+        "n_iter_no_change": 10,
+        "random_state": seed,
+    }
+    if kind == "classifier":
+        return HistGradientBoostingClassifier(**params)
+    return HistGradientBoostingRegressor(**params)
+
+
+def make_learner(
+    spec: str | Mapping[str, Any],
+    *,
+    kind: str,
+    seed: int = 0,
+    n_jobs: int = 1,
+    n_rows: int | None = None,
+    xgb_params: Mapping[str, Any] | None = None,
+) -> Any:
+    """An unfitted learner from a family name or an injected ``{_target_: ..., ...}`` spec.
+
+    Parameters
+    ----------
+    spec : str or mapping
+        One of :data:`FAMILIES`, or a mapping with ``_target_`` (a dotted class or function path) and its keyword
+        arguments, instantiated by Hydra (e.g. ``{_target_: sklearn.linear_model.LassoCV, cv: 3}``).
+    kind : {"classifier", "regressor"}
+        Propensity (classifier) or outcome (regressor) model.
+    seed : int
+        ``random_state`` where the learner has one.
+    n_jobs : int
+        Threads of the learners that take them (random forest, XGBoost).
+    n_rows : int, optional
+        Rows the learner will be trained on (caps the forest's rows per tree).
+    xgb_params : mapping, optional
+        XGBoost parameters of the ``xgboost`` family.
+
+    Returns
+    -------
+    scikit-learn estimator
+    """
+    if kind not in ("classifier", "regressor"):
+        raise ValueError(f"kind must be classifier or regressor, got {kind!r}")
+    if isinstance(spec, Mapping):
+        if "_target_" not in spec:
+            raise ValueError(f"a learner spec needs `_target_` (a class path), got keys {sorted(spec)}")
+        from hydra.utils import instantiate
+
+        return instantiate(dict(spec), _convert_="all")
+    if spec == "constant":
+        return DummyClassifier(strategy="prior") if kind == "classifier" else DummyRegressor(strategy="mean")
+    if spec in ("linear", "spline"):
+        return _linear(kind, seed, n_jobs, splines=spec == "spline")
+    if spec == "random_forest":
+        return _forest(kind, seed, n_jobs, n_rows)
+    if spec == "hist_gradient_boosting":
+        return _boosting(kind, seed)
+    if spec == "xgboost":
+        from causal.nuisance import make_classifier, make_regressor
+
+        factory = make_classifier if kind == "classifier" else make_regressor
+        return factory(xgb_params, seed=seed, n_jobs=n_jobs)
+    raise ValueError(f"unknown learner {spec!r}; choose from {list(FAMILIES)} or give a `_target_`")
+
+
+def spec_name(spec: str | Mapping[str, Any]) -> str:
+    """Short name of a learner spec: the family, or the last part of ``_target_``."""
+    if isinstance(spec, Mapping):
+        return str(spec.get("_target_", "custom")).rsplit(".", 1)[-1]
+    return str(spec)
+
+
+def log_loss(t: np.ndarray, e: np.ndarray) -> float:
+    """Mean binary log loss of probabilities ``e`` (clipped to [1e-6, 1 - 1e-6]) for 0/1 labels ``t``."""
+    e = np.clip(np.asarray(e, dtype=np.float64), 1e-6, 1 - 1e-6)
+    t = np.asarray(t, dtype=np.float64)
+    return float(-np.mean(t * np.log(e) + (1 - t) * np.log(1 - e)))
+
+
+def choose(
+    names: Sequence[str],
+    fit_oof: Callable[[str], Any],
+    loss: Callable[[Any], float],
+    *,
+    role: str,
+) -> tuple[str, dict[str, Any], dict[str, float]]:
+    """Cross-fit every candidate and keep the one with the lowest out-of-fold loss.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Candidate names (``"constant"`` among them to serve as the baseline).
+    fit_oof : callable
+        ``fit_oof(name)`` -> the candidate's out-of-fold predictions (any object ``loss`` accepts).
+    loss : callable
+        Out-of-fold loss of a prediction object; lower is better.
+    role : str
+        ``"propensity"`` or ``"outcome"``, for the log.
+
+    Returns
+    -------
+    chosen : str
+    predictions : dict
+        ``{name: out-of-fold predictions}`` of every candidate.
+    losses : dict
+        ``{name: loss}``.
+    """
+    predictions = {name: fit_oof(name) for name in names}
+    losses = {name: float(loss(pred)) for name, pred in predictions.items()}
+    chosen = min(losses, key=lambda name: (losses[name], list(names).index(name)))
+    base = losses.get("constant")
+    log.info(
+        "%s learner: %s (out-of-fold loss %.5g; constant %s; candidates %s)",
+        role,
+        chosen,
+        losses[chosen],
+        "n/a" if base is None else f"{base:.5g}",
+        {k: round(v, 6) for k, v in losses.items()},
+    )
+    if chosen == "constant" and len(names) > 1:
+        log.warning("no %s learner beats the intercept-only model: the constant is used", role)
+    return chosen, predictions, losses
+
+
+def select_predict(
+    candidates: Sequence[str | Mapping[str, Any]],
+    features: np.ndarray,
+    target: np.ndarray,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    xgb_params: Mapping[str, Any] | None = None,
+    role: str = "regression",
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Out-of-fold predictions of a continuous target by the candidate regressor with the lowest out-of-fold MSE.
+
+    Parameters
+    ----------
+    candidates : sequence of str or mapping
+        Learner specs (:func:`make_learner`); ``"constant"`` is added as the baseline.
+    features : ndarray of shape (n, p)
+    target : ndarray of shape (n,)
+    folds : sequence of (train, test)
+        From :func:`causal.crossfit.make_folds`.
+    seed, n_jobs : int
+    xgb_params : mapping, optional
+        Parameters of the ``xgboost`` family.
+    role : str
+        Name for the log.
+
+    Returns
+    -------
+    predictions : ndarray of shape (n,)
+    record : dict
+        ``chosen``, ``losses`` ({name: out-of-fold MSE}), ``metric``.
+    """
+    from causal.crossfit import cross_predict
+
+    specs = {spec_name(s): s for s in (["constant", *candidates] if "constant" not in candidates else candidates)}
+    target = np.asarray(target, dtype=np.float64)
+
+    def fit_oof(name: str) -> np.ndarray:
+        learner = make_learner(
+            specs[name], kind="regressor", seed=seed, n_jobs=n_jobs, n_rows=len(target), xgb_params=xgb_params
+        )
+        return cross_predict(learner, features, target, folds, n_threads=n_jobs)
+
+    chosen, preds, losses = choose(list(specs), fit_oof, lambda p: np.mean((target - p) ** 2), role=role)
+    return preds[chosen], {"chosen": chosen, "losses": losses, "metric": "mse"}
