@@ -308,7 +308,7 @@ def test_embeddings_reduced_by_seeded_pca_fitted_on_rows_with_vectors():
 
 
 def test_embedding_pca_fits_on_a_subsample_and_transforms_in_chunks(monkeypatch):
-    import causal.data as module
+    import causal.encode as module
 
     rng = np.random.default_rng(4)
     frame = _frame(90)
