@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 def fmt_num(value: object, digits: int = 5) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def summary_lines(results: dict) -> list[str]:
-    """A short human-readable table of the headline numbers."""
+    """A short human-readable table of the headline numbers, then one line per other block that ran."""
     lines = [f"{results['treatment']} -> {results['outcome']}: {results['n_used']} of {results['n_units']} units used"]
+    lines += _estimate_table(results)
+    for section in _SECTIONS:
+        lines += section(results)
+    return lines
+
+
+def _estimate_rows(results: dict) -> list[tuple[str, Any, Any, Any]]:
     rows = []
     naive = results.get("naive")
     if naive:
@@ -20,44 +30,83 @@ def summary_lines(results: dict) -> list[str]:
             rows.append((label, r["estimate"], r["ci_low"], r["ci_high"]))
     corrected = (results.get("misclassification") or {}).get("ate_corrected")
     if corrected:
-        rows.append(
-            ("ATE corrected for detector errors", corrected["estimate"], corrected["ci_low"], corrected["ci_high"])
-        )
+        label = "ATE corrected for detector errors"
+        rows.append((label, corrected["estimate"], corrected["ci_low"], corrected["ci_high"]))
     truth = results.get("truth") or {}
     if "ate" in truth:
         rows.append(("true ATE (simulator)", truth.get("ate_used", truth["ate"]), None, None))
-    if rows:
-        lines.append(f"{'':34s}{'estimate':>12s}{'95% CI':>26s}")
-        for label, est, lo, hi in rows:
-            ci = f"[{fmt_num(lo)}, {fmt_num(hi)}]" if lo is not None else ""
-            lines.append(f"{label:34s}{fmt_num(est):>12s}{ci:>26s}")
-    for col, levels in (results.get("cate_by_group") or {}).items():
-        cells = ", ".join(f"{r['level']} {fmt_num(r['estimate'], 3)}" for r in levels)
-        lines.append(f"CATE by {col}: {cells}")
+    return rows
+
+
+def _estimate_table(results: dict) -> list[str]:
+    rows = _estimate_rows(results)
+    if not rows:
+        return []
+    lines = [f"{'':34s}{'estimate':>12s}{'95% CI':>26s}"]
+    for label, est, lo, hi in rows:
+        ci = f"[{fmt_num(lo)}, {fmt_num(hi)}]" if lo is not None else ""
+        lines.append(f"{label:34s}{fmt_num(est):>12s}{ci:>26s}")
+    return lines
+
+
+def _cate(results: dict) -> list[str]:
+    return [
+        f"CATE by {col}: " + ", ".join(f"{r['level']} {fmt_num(r['estimate'], 3)}" for r in levels)
+        for col, levels in (results.get("cate_by_group") or {}).items()
+    ]
+
+
+def _heterogeneity(results: dict) -> list[str]:
     het = (results.get("heterogeneity") or {}).get("blp") or {}
-    if het.get("beta_het"):
-        lines.append(
-            f"heterogeneity (BLP slope): {fmt_num(het['beta_het']['estimate'], 3)}, p = {fmt_num(het['p_value'], 3)}"
-        )
+    if not het.get("beta_het"):
+        return []
+    slope, p = fmt_num(het["beta_het"]["estimate"], 3), fmt_num(het["p_value"], 3)
+    return [f"heterogeneity (BLP slope): {slope}, p = {p}"]
+
+
+def _overlap(results: dict) -> list[str]:
     ov = results.get("overlap")
-    if ov:
-        smd = ov["max_abs_smd"]
-        lines.append(
-            f"overlap: rule {ov['rule']}, trimmed {ov['trimmed']}; max |SMD| {fmt_num(smd['raw'], 3)} raw, "
-            f"{fmt_num(smd['weighted'], 3)} weighted"
-        )
+    if not ov:
+        return []
+    smd = ov["max_abs_smd"]
+    return [
+        f"overlap: rule {ov['rule']}, trimmed {ov['trimmed']}; max |SMD| {fmt_num(smd['raw'], 3)} raw, "
+        f"{fmt_num(smd['weighted'], 3)} weighted"
+    ]
+
+
+def _mediation(results: dict) -> list[str]:
     med = results.get("mediation")
-    if med:
-        lines.append(
-            f"mediation {med['treatment']} -> {med['mediator']}: indirect {fmt_num(med['indirect']['estimate'], 3)}, "
-            f"direct {fmt_num(med['direct']['estimate'], 3)}, verdict {med['verdict']}"
-        )
+    if not med:
+        return []
+    return [
+        f"mediation {med['treatment']} -> {med['mediator']}: indirect {fmt_num(med['indirect']['estimate'], 3)}, "
+        f"direct {fmt_num(med['direct']['estimate'], 3)}, verdict {med['verdict']}"
+    ]
+
+
+def _sensitivity(results: dict) -> list[str]:
     sens = results.get("sensitivity") or {}
-    if sens.get("e_value") is not None:
-        refs = sens.get("refutations") or []
-        passed = sum(bool(r.get("passed")) for r in refs)
-        lines.append(f"E-value {fmt_num(sens['e_value'], 3)}; refutations passed {passed}/{len(refs)}")
+    if sens.get("e_value") is None:
+        return []
+    refs = sens.get("refutations") or []
+    passed = sum(bool(r.get("passed")) for r in refs)
+    return [f"E-value {fmt_num(sens['e_value'], 3)}; refutations passed {passed}/{len(refs)}"]
+
+
+def _failures(results: dict) -> list[str]:
+    lines = []
     for failed in results.get("errors") or []:
         skipped = f", so {', '.join(failed['skipped'])} did not run" if failed.get("skipped") else ""
         lines.append(f"step {failed['step']} FAILED ({failed['type']}){skipped}: no results for it")
     return lines
+
+
+_SECTIONS: tuple[Callable[[dict], list[str]], ...] = (
+    _cate,
+    _heterogeneity,
+    _overlap,
+    _mediation,
+    _sensitivity,
+    _failures,
+)
