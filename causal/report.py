@@ -42,15 +42,9 @@ def to_jsonable(obj: Any) -> Any:
     Non-finite floats become ``None`` (``null``): JSON has no NaN, and a ``NaN`` literal breaks strict parsers.
     Mapping keys become strings; mapping order is kept.
     """
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
+    value = _scalar(obj)
+    if value is not _NOT_SCALAR:
+        return value
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, np.ndarray):
@@ -61,17 +55,35 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in sorted(obj, key=str)]
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    try:
-        import pandas as pd
+    return _pandas_or_item(obj)
 
-        if isinstance(obj, pd.DataFrame):
-            return [to_jsonable(r) for r in obj.to_dict(orient="records")]
-        if isinstance(obj, pd.Series):
-            return {str(k): to_jsonable(v) for k, v in obj.items()}
-        if obj is pd.NA or obj is pd.NaT:
-            return None
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pass
+
+_NOT_SCALAR = object()
+
+
+def _scalar(obj: Any) -> Any:
+    """JSON value of a Python or numpy scalar, or ``_NOT_SCALAR``."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    return _NOT_SCALAR
+
+
+def _pandas_or_item(obj: Any) -> Any:
+    import pandas as pd
+
+    if isinstance(obj, pd.DataFrame):
+        return [to_jsonable(r) for r in obj.to_dict(orient="records")]
+    if isinstance(obj, pd.Series):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if obj is pd.NA or obj is pd.NaT:
+        return None
     if hasattr(obj, "item") and callable(obj.item):
         return to_jsonable(obj.item())
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
