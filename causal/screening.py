@@ -185,57 +185,15 @@ def screen_features(
     """
     if not 0 < alpha < 1:
         raise DataError(f"config `alpha` must be in (0, 1), got {alpha}")
-    if outcome not in frame.columns:
-        raise DataError(f"{source}: missing outcome column {outcome!r}")
-    y_all = pd.to_numeric(frame[outcome], errors="coerce")
-    if y_all.notna().sum() == 0 or (y_all.isna() & frame[outcome].notna()).any():
-        raise DataError(f"{source}: outcome column {outcome!r} must be numeric")
-    if features is None:
-        candidates = [c for c in frame.columns if c != outcome and c not in set(exclude)]
-        explicit = False
-    else:
-        absent = [c for c in features if c not in frame.columns]
-        if absent:
-            raise DataError(f"{source}: missing feature column(s) {absent}")
-        candidates = [c for c in features if c != outcome and c not in set(exclude)]
-        explicit = True
-
+    y_all = _outcome(frame, outcome, source)
+    candidates = _candidates(frame, outcome, features, exclude, source)
     rows, skipped = [], {}
     for col in candidates:
-        series = frame[col]
-        non_null = series.dropna()
-        if len(non_null) and is_vector(non_null.iloc[0]):
-            skipped[col] = "list/array column (screen its PCA components)"
-            continue
-        if not explicit and _is_id_column(col, series):
-            skipped[col] = "id column"
-            continue
-        if pd.api.types.is_datetime64_any_dtype(series.dtype):
-            skipped[col] = "date column"
-            continue
-        kind, values = _kind(series)
-        keep = values.notna().to_numpy() & y_all.notna().to_numpy()
-        x, y = values[keep].reset_index(drop=True), y_all[keep].to_numpy(dtype=float)
-        n_levels = x.nunique()
-        if len(y) < 3 or n_levels < 2:
-            skipped[col] = "all missing or constant"
-            continue
-        if kind == "categorical" and n_levels > max_levels:
-            skipped[col] = f"{n_levels} levels > max_levels={max_levels}"
-            continue
-        if kind == "continuous":
-            if np.std(y) == 0:
-                skipped[col] = "constant outcome"
-                continue
-            result = _pearson(x.to_numpy(dtype=float), y, alpha)
-        elif kind == "binary":
-            result = _diff_means(x, y, alpha)
+        row, why = _screen_one(frame[col], y_all, alpha, explicit=features is not None, max_levels=max_levels)
+        if row is None:
+            skipped[col] = why
         else:
-            result = _anova(x, y, alpha)
-        if not result or not np.isfinite(result["p_value"]):
-            skipped[col] = "test undefined (too few rows per level or no variance)"
-            continue
-        rows.append({"feature": col, "kind": kind, "n": int(len(y)), **result})
+            rows.append({"feature": col, **row})
     for col, why in skipped.items():
         log.info("screening %s: skipped %r (%s)", source, col, why)
 
@@ -254,3 +212,61 @@ def screen_features(
             table[extra] = np.nan
     log.info("screening %s: %d features, %d significant at FDR %.2f", source, len(table), int(reject.sum()), alpha)
     return table[[*COLUMNS, "levels", "f_statistic"]]
+
+
+def _outcome(frame: pd.DataFrame, outcome: str, source: str) -> pd.Series:
+    if outcome not in frame.columns:
+        raise DataError(f"{source}: missing outcome column {outcome!r}")
+    y_all = pd.to_numeric(frame[outcome], errors="coerce")
+    if y_all.notna().sum() == 0 or (y_all.isna() & frame[outcome].notna()).any():
+        raise DataError(f"{source}: outcome column {outcome!r} must be numeric")
+    return y_all
+
+
+def _candidates(
+    frame: pd.DataFrame, outcome: str, features: Sequence[str] | None, exclude: Sequence[str], source: str
+) -> list[str]:
+    if features is None:
+        return [c for c in frame.columns if c != outcome and c not in set(exclude)]
+    absent = [c for c in features if c not in frame.columns]
+    if absent:
+        raise DataError(f"{source}: missing feature column(s) {absent}")
+    return [c for c in features if c != outcome and c not in set(exclude)]
+
+
+def _skip_reason(series: pd.Series, *, explicit: bool) -> str | None:
+    """Why a column is not screened at all (vectors, ids unless asked for, dates), or None."""
+    non_null = series.dropna()
+    if len(non_null) and is_vector(non_null.iloc[0]):
+        return "list/array column (screen its PCA components)"
+    if not explicit and _is_id_column(str(series.name), series):
+        return "id column"
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return "date column"
+    return None
+
+
+def _screen_one(
+    series: pd.Series, y_all: pd.Series, alpha: float, *, explicit: bool, max_levels: int
+) -> tuple[dict | None, str]:
+    """One feature's test row (without its name), or None and the reason it was skipped."""
+    why = _skip_reason(series, explicit=explicit)
+    if why is not None:
+        return None, why
+    kind, values = _kind(series)
+    keep = values.notna().to_numpy() & y_all.notna().to_numpy()
+    x, y = values[keep].reset_index(drop=True), y_all[keep].to_numpy(dtype=float)
+    n_levels = x.nunique()
+    if len(y) < 3 or n_levels < 2:
+        return None, "all missing or constant"
+    if kind == "categorical" and n_levels > max_levels:
+        return None, f"{n_levels} levels > max_levels={max_levels}"
+    if kind == "continuous" and np.std(y) == 0:
+        return None, "constant outcome"
+    if kind == "continuous":
+        result = _pearson(x.to_numpy(dtype=float), y, alpha)
+    else:
+        result = _diff_means(x, y, alpha) if kind == "binary" else _anova(x, y, alpha)
+    if not result or not np.isfinite(result["p_value"]):
+        return None, "test undefined (too few rows per level or no variance)"
+    return {"kind": kind, "n": int(len(y)), **result}, ""
