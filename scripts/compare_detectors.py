@@ -213,21 +213,22 @@ def main(cfg: DictConfig) -> None:
         (out / f"metrics_{name}.json").write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
         row = table_row(name, result, cfg.domain_column, ips, rescaled)
         if cfg.bootstrap:
+            # AP against the boxes as drawn and against the rescaled boxes (keys "r_..."), on the same resamples.
             boot[name] = bootstrap_ap(labels, faces, list(decoded), domains, int(cfg.bootstrap), int(cfg.seed))
+            rboot = bootstrap_ap(rescaled_labels, faces, list(decoded), domains, int(cfg.bootstrap), int(cfg.seed))
+            boot[name].update({f"r_{k}": v for k, v in rboot.items()})
+            ref_row = row if name == reference else next(r for r in rows if r["detector"] == reference)
             for key in boot[name]:
-                column = "AP50" if key == "all" else f"AP50_{key}"
-                if key in boot[name]:
-                    lo, hi = np.nanpercentile(boot[name][key], [2.5, 97.5])
-                    intervals.append(
-                        {"detector": name, "AP": column, "estimate": row[column], "ci_low": lo, "ci_high": hi}
+                base = key[2:] if key.startswith("r_") else key
+                column = ("r_" if key.startswith("r_") else "") + ("AP50" if base == "all" else f"AP50_{base}")
+                lo, hi = np.nanpercentile(boot[name][key], [2.5, 97.5])
+                interval = {"detector": name, "AP": column, "estimate": row[column], "ci_low": lo, "ci_high": hi}
+                if name != reference and key in boot.get(reference, {}):
+                    dlo, dhi = np.nanpercentile(boot[name][key] - boot[reference][key], [2.5, 97.5])
+                    interval.update(
+                        {f"minus_{reference}": row[column] - ref_row[column], "diff_low": dlo, "diff_high": dhi}
                     )
-                    if name != reference and key in boot.get(reference, {}):
-                        diff = boot[name][key] - boot[reference][key]
-                        lo, hi = np.nanpercentile(diff, [2.5, 97.5])
-                        ref_row = next(r for r in rows if r["detector"] == reference)
-                        intervals[-1].update(
-                            {f"minus_{reference}": row[column] - ref_row[column], "diff_low": lo, "diff_high": hi}
-                        )
+                intervals.append(interval)
         rows.append(row)
         print(f"{name}: AP50 {result['ap50']:.3f}, {ips:.2f} images/s", file=sys.stderr)
     table = pd.DataFrame(rows)
