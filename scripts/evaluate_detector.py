@@ -8,7 +8,11 @@
 
 Prints the metrics table and writes metrics.json, pr_curve.png, errors.csv, contact_sheet.png and detections.csv
 into the Hydra run directory. metrics.json's ``image_level`` block (sensitivity, specificity, tp/fp/tn/fn) is what
-the causal stage's misclassification correction reads.
+the causal stage's misclassification correction reads; ``image_level_by`` has the same rates per label group
+(e.g. per ``domain`` or ``style``) for a differential correction. ``rescaled`` repeats the evaluation against label
+boxes rescaled to the detector's box size (one factor per axis, fitted on matched pairs; ``+box_scale_by=<column>``
+fits one pair per group), so a detector is not scored down for drawing smaller or larger boxes than the annotators;
+with a ``domain`` label column the script prints AP@0.5 per domain both ways.
 """
 
 from __future__ import annotations

@@ -416,6 +416,19 @@ def test_evaluate_script_on_an_annotation_folder(tmp_path):
     assert img["sensitivity"] == 1.0 and img["specificity"] == 0.0
     assert (img["n_positive"], img["n_negative"]) == (2, 1)
     assert metrics["face_level"]["tp"] == 1 and metrics["by_style"]["photo"]["face_level"]["n_gt"] == 2
+    # The box-convention-fair block: one pair is too few to fit factors, so the labels stay as drawn.
+    assert metrics["rescaled"]["box_scale"]["all"] == {"sx": 1.0, "sy": 1.0, "n_pairs": 1, "fitted": False}
+    assert metrics["rescaled"]["ap50"] == metrics["ap50"]
+    assert metrics["image_level_by"]["style"]["photo"] == {
+        "sensitivity": 1.0,
+        "specificity": None,
+        "tp": 1,
+        "fp": 0,
+        "tn": 0,
+        "fn": 0,
+        "n_positive": 1,
+        "n_negative": 0,
+    }
     errors = pd.read_csv(run / "errors.csv")
     assert sorted(errors["kind"]) == ["FN", "FN", "FP", "FP"]
     assert (run / "pr_curve.png").stat().st_size > 0 and (run / "contact_sheet.png").stat().st_size > 0
