@@ -1,9 +1,9 @@
 """Labelled face sets for developing artwork face detectors: readers, the domain column, a fixed split.
 
-The sets live outside the project (``../shared/data``: paintings_dev, posters_pd, pd_photos) and are never copied
-into it; only lists of image ids are (``vision/splits/``). Every reader returns a labels table in the format of
-:func:`vision.evaluate.load_labels` (``image_id, x1, y1, x2, y2``, original pixels, x2/y2 exclusive) plus a
-``domain`` column with one of :data:`DOMAINS`, so evaluation can break AP and image-level rates down by domain.
+The sets live outside the project (``../shared/data/paintings_dev``) or are the bundled sample; their images are
+never copied into the project, only lists of image ids (``vision/splits/``). Every reader returns a labels table in
+the format of :func:`vision.evaluate.load_labels` (``image_id, x1, y1, x2, y2``, original pixels, x2/y2 exclusive)
+plus a ``domain`` column with one of :data:`DOMAINS`, so evaluation can break AP and image-level rates down by domain.
 
 The split is by file content, not by name or order: an image goes to ``heldout`` when the first 8 bytes of
 ``sha256(seed + sha256(file))`` as an integer, modulo 1000, are below ``1000 * heldout_fraction``. Renaming or
@@ -18,19 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from vision.evaluate import BOX_COLUMNS, validate_labels
+from vision.evaluate import validate_labels
 
 log = logging.getLogger(__name__)
 
 DOMAINS = ("photo", "painting", "drawing", "cartoon")
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
-# posters_pd's boxes_meta.csv styles -> domain (a hand-painted photograph counts as a painting).
-_POSTER_STYLE_DOMAIN = {
-    "illustration": "drawing",
-    "caricature": "cartoon",
-    "photo": "photo",
-    "photo-painted": "painting",
-}
 # assets_sample's domain column -> ours.
 _SAMPLE_DOMAIN = {"photographic": "photo", "drawn": "drawing"}
 
@@ -86,17 +79,6 @@ def read_paintings_dev(root: str | Path) -> pd.DataFrame:
         boxes = pd.concat([boxes, pd.DataFrame({"image_id": free})], ignore_index=True)
     boxes["domain"] = "painting"
     return validate_labels(boxes, source=str(root / "boxes.csv"))
-
-
-def read_posters_pd(root: str | Path) -> pd.DataFrame:
-    """posters_pd (film posters; styles mapped to domains, the face-free posters as ``drawing``)."""
-    root = Path(root)
-    meta = pd.read_csv(root / "boxes_meta.csv", dtype={"image": str}).rename(columns={"image": "image_id"})
-    meta["domain"] = meta["style"].map(_POSTER_STYLE_DOMAIN).fillna("drawing")
-    listed = (root / "images.txt").read_text().split()
-    free = sorted(set(listed) - set(meta["image_id"]))
-    rows = pd.concat([meta, pd.DataFrame({"image_id": free, "domain": "drawing"})], ignore_index=True)
-    return validate_labels(rows[["image_id", *BOX_COLUMNS, "domain"]], source=str(root / "boxes_meta.csv"))
 
 
 def read_sample_labels(path: str | Path) -> pd.DataFrame:
