@@ -37,6 +37,7 @@ def make_folds(
     seed: int = 0,
     stratify: np.ndarray | None = None,
     groups: np.ndarray | None = None,
+    shuffle_groups: bool = False,
 ) -> Folds:
     """Cross-fitting folds.
 
@@ -53,6 +54,9 @@ def make_folds(
     groups : ndarray of shape (n,), optional
         Cluster labels (e.g. ``title_id``): all rows of a cluster fall in the same fold. Takes precedence over
         ``stratify``.
+    shuffle_groups : bool
+        Assign clusters to folds at random (seeded) instead of ``GroupKFold``'s deterministic size balancing, so
+        repeated cross-fits with clusters get different splits.
 
     Returns
     -------
@@ -61,7 +65,8 @@ def make_folds(
     """
     dummy = np.zeros((n, 1))
     if groups is not None:
-        return list(GroupKFold(n_splits=n_folds).split(dummy, groups=np.asarray(groups)))
+        splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed) if shuffle_groups else None
+        return list((splitter or GroupKFold(n_splits=n_folds)).split(dummy, groups=np.asarray(groups)))
     if stratify is not None:
         splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         return list(splitter.split(dummy, np.asarray(stratify)))
@@ -181,3 +186,42 @@ def cross_predict(
     for (_, test, _), out in zip(jobs, outputs):
         pred[test] = out
     return pred
+
+
+def cross_predict_arms(
+    learner: Any,
+    features: np.ndarray,
+    t: np.ndarray,
+    target: np.ndarray,
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    seeds: Sequence[int] | None = None,
+    n_threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold E[target | T=1, x] and E[target | T=0, x] from one model of (x, T) per fold (EconML's
+    DRLearner style: both arms share the learner's structure), each of shape (n,).
+
+    Parameters are those of :func:`cross_predict`; ``t`` is the 0/1 treatment, appended as the last feature.
+    """
+    n = len(target)
+    design = np.column_stack([features, np.asarray(t, dtype=features.dtype)])
+    mu1, mu0 = np.full(n, np.nan), np.full(n, np.nan)
+    with threadpool_limits(limits=int(n_threads)) if n_threads is not None else _no_limit():
+        for k, (train, test) in enumerate(folds):
+            model = clone(learner)
+            if seeds is not None:
+                reseed(model, int(seeds[k]))
+            model.fit(design[train], target[train])
+            for arm, out in ((1, mu1), (0, mu0)):
+                at = design[test].copy()
+                at[:, -1] = arm
+                out[test] = predict_target(model, at)
+    return mu1, mu0
+
+
+class _no_limit:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -8,7 +8,8 @@ Estimands (config ``estimand``)
   sub-population, which differs from the ATE when effects vary with the propensity.
 
 Scores (Robins, Rotnitzky & Zhao, 1994; Hahn, 1998; the scores of DoubleML's IRM and EconML's DRLearner), with the
-cross-fitted propensity e(x) and one outcome model per arm, mu1(x) = E[Y | T=1, x] and mu0(x) = E[Y | T=0, x]::
+cross-fitted propensity e(x) and the outcome of each arm, mu1(x) = E[Y | T=1, x] and mu0(x) = E[Y | T=0, x]
+(:class:`causal.nuisance.CrossFitNuisance`: one model of (x, T) or one model per arm)::
 
     ATE: psi_i = mu1 - mu0 + t (y - mu1) / e - (1 - t) (y - mu0) / (1 - e)
     ATT: psi_i = [t (y - mu0) - (1 - t) e (y - mu0) / (1 - e)] / p,      p = mean(t)
@@ -144,7 +145,7 @@ def aipw(
         estimand=kind,
         population=POPULATIONS[kind],
         method=f"AIPW ({kind.upper() if kind != 'ate_overlap' else 'ATE on the overlap population'}) with "
-        "arm-specific outcome models",
+        "per-arm outcome predictions",
         n_clipped=int(n_clipped[0]),
         clip=float(clip),
         repeats=len(thetas),

@@ -52,7 +52,7 @@ _LOGIT_OPTIONS = (
 def _linear(kind: str, seed: int, n_jobs: int, splines: bool) -> Any:
     steps: list[Any] = [StandardScaler()]
     if splines:
-        steps.append(SplineTransformer(n_knots=5, degree=3, extrapolation="linear"))
+        steps.append(SplineTransformer(n_knots=5, degree=3, extrapolation="constant"))
     if kind == "classifier":
         # The logit's slope is penalised, the intercept is not; the L2 strength is chosen by 3-fold log loss.
         steps.append(

@@ -558,6 +558,38 @@ def _plm_effects(
     return np.array([direct + indirect, direct, indirect, alpha_, beta, theta, gamma])
 
 
+def _plm_bootstrap(
+    res: dict[str, np.ndarray],
+    t: np.ndarray,
+    m: np.ndarray,
+    contrast: tuple[float, float],
+    interaction: bool,
+    n_boot: int,
+    rng: np.random.Generator,
+    groups: np.ndarray | None,
+) -> np.ndarray:
+    """Bootstrap draws of :func:`_plm_effects` over rows (clusters), nuisances held fixed; shape (n_boot, 7)."""
+    draws = np.empty((n_boot, 7))
+    with threadpool_limits(limits=1, user_api="blas"):  # small problems, as in linear_mediation
+        for i, idx in enumerate(bootstrap_indices(len(t), n_boot, rng, groups)):
+            sample = {k: v[idx] for k, v in res.items()}
+            draws[i] = _plm_effects(sample, t[idx].mean(), m[idx].mean(), *contrast, interaction)
+    return draws
+
+
+def _aggregate_effect(points: Sequence[float], draws: Sequence[np.ndarray], alpha: float) -> dict[str, float]:
+    """One split: the percentile interval of its bootstrap. Several: median estimate, variance
+    median(sd_r^2 + (point_r - median)^2) (Chernozhukov et al.'s aggregation), normal interval."""
+    if len(points) == 1:
+        return _effect(points[0], draws[0], alpha)
+    from causal.estimands import aggregate
+
+    sds = [np.std(d[np.isfinite(d)], ddof=1) for d in draws]
+    theta, se = aggregate(np.array(points), np.array(sds))
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    return {"estimate": theta, "stderr": se, "ci_low": theta - z * se, "ci_high": theta + z * se}
+
+
 def ml_mediation(
     frame: pd.DataFrame,
     treatment: str,
@@ -581,6 +613,7 @@ def ml_mediation(
     groups: str | Sequence | np.ndarray | None = None,
     candidates: Sequence[Any] | None = None,
     candidate_options: Mapping[str, Any] | None = None,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Natural direct and indirect effects with cross-fitted machine-learning nuisance models.
 
@@ -644,6 +677,11 @@ def ml_mediation(
         (:func:`causal.learners.select_predict`, the constant baseline included).
     candidate_options : mapping, optional
         ``n_jobs`` and ``xgb_params`` for the candidates.
+    repeats : int
+        Independent cross-fitting splits (clusters shuffled into folds from the second on), each with its own
+        bootstrap; the reported effects are the median over repeats with the variance of
+        :func:`causal.estimands.aggregate` (the bootstrap variance plus the spread over splits) and normal
+        intervals. 1: one split and percentile intervals. The chosen learners are kept after the first split.
 
     Returns
     -------
@@ -671,6 +709,7 @@ def ml_mediation(
         treat_value = 1.0 if binary else control_value + 1.0
 
     chosen: dict[str, Any] = {}
+    split = {"r": 0}
 
     def nuisance(given: np.ndarray | None, model: Any, target: np.ndarray, name: str) -> np.ndarray:
         if given is not None:
@@ -679,44 +718,50 @@ def ml_mediation(
                 raise ValueError(f"{name} must be {n} finite out-of-fold predictions, got shape {given.shape}")
             chosen[name] = "given"
             return given
+        r = split["r"]
+        fold_seed = seed if r == 0 else seed + 7919 * r
+        folds = make_folds(n, n_folds=n_folds, seed=fold_seed, groups=g, shuffle_groups=r > 0)
         if model is None and candidates:
-            folds = make_folds(n, n_folds=n_folds, seed=seed, groups=g)
-            pred, chosen[name] = select_predict(
-                candidates, w, target, folds, seed=seed, role=f"mediation {name}", **dict(candidate_options or {})
+            pool = candidates if r == 0 else [chosen[name]["chosen"]]
+            pred, record = select_predict(
+                pool, w, target, folds, seed=seed, role=f"mediation {name}", **dict(candidate_options or {})
             )
+            chosen.setdefault(name, record)
             return pred
         learner = model if model is not None else default_nuisance_regressor(seed)
         chosen[name] = type(learner).__name__
-        return cross_fit_predict(learner, w, target, n_folds=n_folds, seed=seed, groups=g)
+        return cross_predict(learner, w, target, folds)
 
-    preds = {
-        "y": nuisance(outcome_pred, model_y, y, "outcome_pred"),
-        "t": nuisance(treatment_pred, model_t, t, "treatment_pred"),
-        "m": nuisance(mediator_pred, model_m, m, "mediator_pred"),
-    }
     targets = {"y": y, "t": t, "m": m}
     if interaction:
         targets["tm"] = t * m
-        preds["tm"] = nuisance(None, model_m, targets["tm"], "tm")
-    res = {k: targets[k] - preds[k] for k in targets}
-
-    point = _plm_effects(res, t.mean(), m.mean(), control_value, treat_value, interaction)
     rng = np.random.default_rng(seed)
-    draws = np.empty((n_boot, len(point)))
-    with threadpool_limits(limits=1, user_api="blas"):  # small problems, as in linear_mediation
-        for i, idx in enumerate(bootstrap_indices(n, n_boot, rng, g)):
-            draws[i] = _plm_effects(
-                {k: v[idx] for k, v in res.items()},
-                t[idx].mean(),
-                m[idx].mean(),
-                control_value,
-                treat_value,
-                interaction,
-            )
-    total, direct, indirect = (_effect(point[j], draws[:, j], alpha) for j in range(3))
-    params = {name: _effect(point[j], draws[:, j], alpha) for j, name in enumerate(("alpha", "beta", "theta"), 3)}
+    given = (outcome_pred, treatment_pred, mediator_pred)
+    fits = []  # (point, draws, preds) per repeat
+    for r in range(1 if all(v is not None for v in given) else max(int(repeats), 1)):
+        split["r"] = r
+        preds = {
+            "y": nuisance(outcome_pred, model_y, y, "outcome_pred"),
+            "t": nuisance(treatment_pred, model_t, t, "treatment_pred"),
+            "m": nuisance(mediator_pred, model_m, m, "mediator_pred"),
+        }
+        if interaction:
+            preds["tm"] = nuisance(None, model_m, targets["tm"], "tm")
+        res = {k: targets[k] - preds[k] for k in targets}
+        point = _plm_effects(res, t.mean(), m.mean(), control_value, treat_value, interaction)
+        boot = _plm_bootstrap(res, t, m, (control_value, treat_value), interaction, n_boot, rng, g)
+        fits.append((point, boot, preds))
+    preds = fits[0][2]
+    names = ("total", "direct", "indirect", "alpha", "beta", "theta", "gamma")
+    effects = {
+        name: _aggregate_effect([f[0][j] for f in fits], [f[1][:, j] for f in fits], alpha)
+        for j, name in enumerate(names)
+    }
+    total, direct, indirect = (effects[k] for k in ("total", "direct", "indirect"))
+    point = np.array([effects[k]["estimate"] for k in names])
+    params = {name: effects[name] for name in ("alpha", "beta", "theta")}
     if interaction:
-        params["gamma"] = _effect(point[6], draws[:, 6], alpha)
+        params["gamma"] = effects["gamma"]
     verdict = mediation_verdict(_excludes_zero(indirect), _excludes_zero(direct))
     log.info(
         "DML mediation %s -> %s -> %s: NIE %.4g [%.4g, %.4g], NDE %.4g: %s",
@@ -747,6 +792,7 @@ def ml_mediation(
         "parameters": params,
         "nuisance_r2": {k: _oof_r2(targets[k], preds[k]) for k in targets},
         "learners": chosen,
+        "repeats": len(fits),
         "assumptions": list(ML_ASSUMPTIONS),
     }
 
@@ -763,7 +809,7 @@ MEDIATION_METHODS: dict[str, Callable[..., dict[str, Any]]] = {
 # --------------------------------------------------------------------------------------------------------------
 
 _STEP_KEYS = {"methods", "primary", "alpha", "n_boot", "cluster", "cov_type", "ml"}
-_ML_KEYS = {"n_folds", "interaction", "control_value", "treat_value", "reuse_nuisance"}
+_ML_KEYS = {"n_folds", "interaction", "control_value", "treat_value", "reuse_nuisance", "repeats"}
 CONTRACT_KEYS = ("treatment", "mediator", "total", "direct", "indirect", "proportion_mediated", "verdict")
 
 
@@ -856,6 +902,7 @@ def run_step(ctx: Any) -> dict[str, Any]:
             groups=groups,
             candidates=candidates,
             candidate_options={"n_jobs": n_jobs, "xgb_params": nuisance_cfg.get("regressor")},
+            repeats=int(ml_opts.get("repeats") or 1),
         )
     chosen = results[primary]
     out = {key: chosen[key] for key in CONTRACT_KEYS}

@@ -1,8 +1,10 @@
 """The one set of nuisance predictions every causal step shares: propensity and per-arm outcome models.
 
-:class:`CrossFitNuisance` fits, out of fold (:mod:`causal.crossfit`), the propensity e(x) = P(T=1 | x) and one
-outcome model per treatment arm, mu1(x) = E[Y | T=1, x] and mu0(x) = E[Y | T=0, x] (the arm-specific models of the
-AIPW score, as in DoubleML's IRM and EconML's DRLearner); E[Y | x] = e mu1 + (1 - e) mu0 follows from them. Each
+:class:`CrossFitNuisance` fits, out of fold (:mod:`causal.crossfit`), the propensity e(x) = P(T=1 | x) and the
+outcome of each treatment arm, mu1(x) = E[Y | T=1, x] and mu0(x) = E[Y | T=0, x], for the AIPW score: by default
+from one model of (x, T) predicted at T = 1 and T = 0 (EconML's DRLearner; the arms share the learner's structure,
+which measured better at a few hundred units), or from one model per arm (``outcome_mode="arms"``, DoubleML's
+IRM). E[Y | x] = e mu1 + (1 - e) mu0 follows from them. Each
 model is chosen among candidate learners by out-of-fold loss (:mod:`causal.learners`), and the cross-fit can be
 repeated over independent fold splits (``repeats``; DoubleML's ``n_rep``). The overlap diagnostics, the AIPW
 estimands, both EconML estimators (through :class:`CachedRegressor` and :class:`CachedClassifier`) and the
@@ -26,7 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from causal import learners
 from causal.cached import CachedClassifier, CachedRegressor
-from causal.crossfit import cross_predict, make_folds
+from causal.crossfit import cross_predict, cross_predict_arms, make_folds
 from causal.xgb import _RESERVED, _XGB_KEYS, _check_params, derive_seed, make_classifier, make_regressor, tune
 
 __all__ = [
@@ -88,6 +90,9 @@ class CrossFitNuisance(BaseEstimator):
         The run's seed; children are derived per model, fold split and subsample.
     use_ray : bool
         Run the folds (and the grid search's fits) as Ray tasks; same numbers.
+    outcome_mode : {"arms", "pooled"}
+        ``arms``: one outcome model per treatment arm (DoubleML's IRM); ``pooled``: one model of (x, T) predicted
+        at T = 1 and T = 0 (EconML's DRLearner), which shares structure between the arms.
     ray_remote_func_options : mapping, optional
         Options of the fold tasks, e.g. ``{"num_cpus": 1}``.
 
@@ -136,7 +141,9 @@ class CrossFitNuisance(BaseEstimator):
         random_state: int = 0,
         use_ray: bool = False,
         ray_remote_func_options: Mapping[str, Any] | None = None,
+        outcome_mode: str = "pooled",
     ):
+        self.outcome_mode = outcome_mode
         self.candidates = candidates
         self.model_t = model_t
         self.model_y = model_y
@@ -312,6 +319,8 @@ class CrossFitNuisance(BaseEstimator):
         seeds = [derive_seed(self.random_state, f"{role}_{name}_{tag}_{k}") for k in range(len(folds))]
         if role == "propensity":
             return cross_predict(learner, features, t, folds, seeds=seeds, **opts)
+        if self.outcome_mode == "pooled":
+            return cross_predict_arms(learner, features, t, y, folds, seeds=seeds, n_threads=self.n_jobs)
         return tuple(
             cross_predict(learner, features, y, folds, seeds=seeds, train_mask=t == arm, **opts) for arm in (1, 0)
         )
@@ -405,7 +414,16 @@ def _oof_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, m: np.ndarray) -> d
 
 
 # Keys of the learner choice and repeated cross-fitting (also in causal.validate.KNOWN_KEYS).
-NEW_KEYS = ("candidates", "model_t", "model_y", "select_max_rows", "repeats", "repeats_max_rows", "cluster")
+NEW_KEYS = (
+    "candidates",
+    "model_t",
+    "model_y",
+    "select_max_rows",
+    "repeats",
+    "repeats_max_rows",
+    "cluster",
+    "outcome_mode",
+)
 
 
 def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
@@ -448,6 +466,7 @@ def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
         model_t=_plain(cfg.get("model_t")),
         model_y=_plain(cfg.get("model_y")),
         repeats=int(cfg.get("repeats") or 1),
+        outcome_mode=str(cfg.get("outcome_mode") or "pooled"),
         repeats_max_rows=None if cfg.get("repeats_max_rows") is None else int(cfg["repeats_max_rows"]),
         select_max_rows=int(cfg.get("select_max_rows") or 10_000),
         classifier_params=_plain(cfg.get("classifier")),

@@ -59,10 +59,11 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
         {"name", "folds", "n_jobs", "classifier", "regressor", "tune", "tune_folds", "tune_max_rows", "grid"}
         | {"use_ray", "ray_remote_func_options"}
         | {"candidates", "model_t", "model_y", "select_max_rows", "repeats", "repeats_max_rows", "cluster"}
+        | {"outcome_mode"}
     ),
     "nuisance.grid": frozenset({"classifier", "regressor"}),
     "mediation": frozenset({"methods", "primary", "alpha", "n_boot", "cluster", "cov_type", "ml"}),
-    "mediation.ml": frozenset({"n_folds", "interaction", "control_value", "treat_value", "reuse_nuisance"}),
+    "mediation.ml": frozenset({"n_folds", "interaction", "control_value", "treat_value", "reuse_nuisance", "repeats"}),
     "sensitivity": frozenset({"analyses", "alpha", "ovb", "dml", "refutations", "misclassification", "cluster"}),
     "sensitivity.ovb": frozenset({"benchmark_covariates", "kd", "ky", "q", "plot"}),
     "sensitivity.dml": frozenset({"c_y", "c_t", "rho", "null_hypothesis"}),

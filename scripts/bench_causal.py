@@ -187,6 +187,8 @@ def child(variant: str, n: int, n_jobs: int, extra: list[str], out: Path) -> Non
             "n_jobs": n_jobs,
             "seconds_total": time.perf_counter() - start,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            # CPU seconds of the whole child: on a shared machine wall time depends on the load, this does not.
+            "cpu_seconds": sum(getattr(resource.getrusage(resource.RUSAGE_SELF), f) for f in ("ru_utime", "ru_stime")),
         }
     )
     out.write_text(json.dumps(record, indent=2))

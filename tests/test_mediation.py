@@ -346,6 +346,20 @@ def test_ml_mediation_reuses_cached_predictions():
         ml_mediation(frame, "t", "m", "y", CONFOUNDERS, outcome_pred=preds["y"][:-1], n_boot=10)
 
 
+def test_ml_mediation_repeats_aggregate_by_median_with_the_spread():
+    frame, truth = simulate(1500, a=0.5, b=0.4, direct=0.3, seed=13)
+    model = LinearRegression()
+    args = (frame, "t", "m", "y", CONFOUNDERS)
+    opts = {"model_y": model, "model_t": model, "model_m": model, "n_folds": 3, "n_boot": 100, "seed": 0}
+    one = ml_mediation(*args, **opts)
+    three = ml_mediation(*args, **opts, repeats=3)
+    assert one["repeats"] == 1 and three["repeats"] == 3
+    ind = three["indirect"]
+    assert ind["ci_high"] - ind["estimate"] == pytest.approx(ind["estimate"] - ind["ci_low"])  # normal interval
+    assert ind["stderr"] >= 0.9 * one["indirect"]["stderr"]  # the spread over splits is added, not removed
+    assert abs(ind["estimate"] - truth["indirect"]) < 3.5 * ind["stderr"]
+
+
 def test_bad_inputs_name_the_column():
     frame, _ = simulate(100, a=0.5, b=0.4, direct=0.3, seed=12)
     with pytest.raises(ValueError, match="'nope'"):
