@@ -32,7 +32,7 @@ from vision.artface import DEFAULT_WEIGHTS, save_weights  # noqa: E402
 from vision.box_convention import fit_box_scale  # noqa: E402
 from vision.evaluate import BOX_COLUMNS  # noqa: E402
 from vision.io import load_image  # noqa: E402
-from vision.train_detector import STYLES, build_samples, train  # noqa: E402
+from vision.train_detector import STYLES, build_samples, synthetic_background, train  # noqa: E402
 from vision.yunet import YuNetDetector  # noqa: E402
 
 log = logging.getLogger("train_face_detector")
@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--proposal-min-prob", type=float, default=0.05)
     p.add_argument("--proposal-top-k", type=int, default=20)
     p.add_argument("--styles", default=",".join(STYLES), help="comma-separated, of: " + ", ".join(STYLES))
+    p.add_argument("--negatives", type=int, default=600, help="synthetic face-free key-art backgrounds added")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke runs)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -112,8 +113,15 @@ def main(argv: list[str] | None = None) -> None:
     fit = fit_scale(images, proposer)
     log.info("box convention: YuNet box = label box x (%.3f, %.3f) from %d pairs", fit["sx"], fit["sy"], fit["n_pairs"])
     styles = [s for s in args.styles.split(",") if s]
+    rng = np.random.default_rng(args.seed + 1)
+    backgrounds = [(synthetic_background(rng), np.zeros((0, 4))) for _ in range(args.negatives)]
     samples = build_samples(
-        images, proposer, scale=(fit["sx"], fit["sy"]), context=args.context, styles=styles, seed=args.seed
+        images + backgrounds,
+        proposer,
+        scale=(fit["sx"], fit["sy"]),
+        context=args.context,
+        styles=styles,
+        seed=args.seed,
     )
     counts = {int(v): int((samples.label == v).sum()) for v in (1, 0, -1)}
     log.info("%d crops: %d faces, %d non-faces, %d ignored", len(samples), counts[1], counts[0], counts[-1])
@@ -124,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": "MTCNN O-net (facenet-pytorch 2.5.3 weights) fine-tuned as a re-scorer of YuNet proposals",
         "data": "paintings_dev train split (vision/splits/paintings_dev.csv), styles " + ",".join(styles),
         "n_train_images": len(train_ids),
+        "n_synthetic_negatives": args.negatives,
         "n_crops": len(samples),
         "crop_counts": {"face": counts[1], "not_face": counts[0], "ignored": counts[-1]},
         "box_scale": fit,

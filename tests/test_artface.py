@@ -98,3 +98,13 @@ def test_unrotate_maps_boxes_and_points_back(k):
     back = unrotate(FaceDetections(box, np.ones(1, np.float32), corner), 90 * k, mask.shape)
     np.testing.assert_allclose(back.boxes, [[10, 5, 30, 20]])
     assert tuple(back.landmarks[0, 0]) in {(10, 5), (30, 5), (10, 20), (30, 20)}  # a corner of the same box
+
+
+def test_synthetic_backgrounds_are_seeded_images_with_no_face():
+    from vision.train_detector import synthetic_background
+
+    a = synthetic_background(np.random.default_rng(3), (120, 160))
+    b = synthetic_background(np.random.default_rng(3), (120, 160))
+    assert a.shape == (120, 160, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    [faces] = YuNetDetector().detect([a])
+    assert len(faces) == 0

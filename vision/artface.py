@@ -196,8 +196,8 @@ class ArtFaceDetector:
         Most faces kept per image.
     box_step : float
         Fraction of the network's box regression applied to YuNet's box: 0 keeps YuNet's box, 1 takes the
-        network's. On paintings_dev's held-out part 0.5 placed boxes best (AP@0.5 against rescaled labels 0.911,
-        against 0.893 at 1 and 0.856 at 0; chosen on that part, so that figure is optimistic).
+        network's. On paintings_dev's held-out part 0.5 placed boxes best (AP@0.5 against rescaled labels 0.912,
+        against 0.893 at 1 and 0.856 at 0, with the first weights; chosen on that part, so optimistic).
     weights_path : str or Path, optional
         The ``.npz`` weights; None uses ``vision/weights/artface_onet.npz``.
     device : str
@@ -253,7 +253,7 @@ class ArtFaceDetector:
             nms_threshold=self.nms_threshold,
             max_faces=int(self.proposal_top_k),
         )
-        log.info("artface: YuNet proposals + %s (trained %s)", path.name, self.meta_.get("created", "?"))
+        log.info("artface: YuNet proposals + %s (%s)", path.name, self.meta_.get("data", "?"))
 
     def detect(self, images: Sequence[np.ndarray]) -> list[FaceDetections]:
         """Detect faces in each upright RGB uint8 image; one :class:`FaceDetections` per image, scores descending."""

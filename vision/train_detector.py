@@ -11,6 +11,9 @@ it) with
   face below ``neg_iou``, ignored for the score in between;
 - a box target (MTCNN's offsets relative to the crop's side) whenever the IoU is >= ``neg_iou``.
 
+Face-free synthetic images (:func:`synthetic_background`: gradients, vignettes, titles, shapes) add negatives of
+the kind key art has around its faces and paintings lack.
+
 Label boxes in other conventions (paintings_dev: the whole head, 1.3x a photo detector's box) are first rescaled
 about their centres by one factor per axis fitted on the training images (:func:`vision.box_convention.fit_box_scale`
 with YuNet at its default cut-off), so the detector keeps YuNet's box size and downstream face sizes keep their
@@ -84,6 +87,46 @@ STYLES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "quantise_hue": _quantise_hue,
     "edge_preserving": _edge_preserving,
 }
+
+
+def synthetic_background(rng: np.random.Generator, shape: tuple[int, int] = (480, 640)) -> np.ndarray:
+    """A face-free image like the parts of key art around the faces: a gradient, vignette or smooth noise ground,
+    titles and taglines in random fonts, flat shapes and lines, sometimes blurred. Used as negatives only."""
+    h, w = shape
+    c1, c2 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    kind = rng.integers(3)
+    if kind == 0:  # linear gradient at a random angle
+        a = rng.uniform(0, np.pi)
+        t = (np.cos(a) * np.arange(w)[None, :] + np.sin(a) * np.arange(h)[:, None]) / (w + h)
+    elif kind == 1:  # radial vignette
+        yy, xx = np.mgrid[0:h, 0:w]
+        t = np.hypot((xx - rng.uniform(0, w)) / w, (yy - rng.uniform(0, h)) / h)
+    else:  # smooth noise
+        t = cv2.resize(rng.random((int(rng.integers(2, 8)), int(rng.integers(2, 8)))), (w, h), cv2.INTER_CUBIC)
+    t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
+    img = (c1[None, None] * (1 - t[..., None]) + c2[None, None] * t[..., None]).astype(np.uint8)
+    for _ in range(int(rng.integers(0, 6))):
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        p2 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        shape_kind = rng.integers(3)
+        if shape_kind == 0:
+            cv2.rectangle(img, p1, p2, colour, int(rng.choice([-1, 2, 5])))
+        elif shape_kind == 1:
+            axes = (int(rng.integers(5, w // 3)), int(rng.integers(5, h // 3)))
+            cv2.ellipse(img, p1, axes, float(rng.uniform(0, 180)), 0, 360, colour, int(rng.choice([-1, 3])))
+        else:
+            cv2.line(img, p1, p2, colour, int(rng.integers(1, 8)))
+    letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz0123456789"))
+    for _ in range(int(rng.integers(1, 4))):
+        text = "".join(rng.choice(letters, int(rng.integers(3, 16))))
+        org = (int(rng.integers(0, w // 2)), int(rng.integers(20, h)))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        font = int(rng.choice([0, 1, 2, 3, 4, 6, 7]))
+        cv2.putText(img, text, org, font, float(rng.uniform(0.6, 3.5)), colour, int(rng.integers(1, 6)), cv2.LINE_AA)
+    if rng.random() < 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(1, 6)))
+    return img
 
 
 @dataclass
