@@ -56,6 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="torch/OpenCV threads (1 reproduces the weights)")
     p.add_argument("--labels-only", type=Path, default=None, help="write evaluation label CSVs here and stop")
+    p.add_argument(
+        "--stylised-heldout",
+        type=Path,
+        default=None,
+        help="write the held-out paintings in the cartoon, line-art and colour-quantised styles (a proxy for drawn "
+        "and cartoon faces; derived images: keep the folder outside the project) with labels.csv, and stop",
+    )
     return p.parse_args(argv)
 
 
@@ -68,6 +75,28 @@ def write_eval_labels(folder: Path, data: Path) -> None:
         labels[labels["image_id"].isin(ids)].to_csv(folder / f"paintings_dev_{part}.csv", index=False)
     read_sample_labels(ROOT / "assets_sample" / "labels.csv").to_csv(folder / "assets_sample.csv", index=False)
     print(f"wrote paintings_dev_heldout.csv, paintings_dev_train.csv, assets_sample.csv to {folder}")
+
+
+def write_stylised_heldout(folder: Path, data: Path, seed: int = 1) -> None:
+    """The held-out paintings in three training styles (new random draws: ``seed`` differs from training's), decoded
+    at long side <= 640 as annotate does, with their labels scaled to those pixels and ``domain`` = the style."""
+    import cv2
+
+    labels, split = read_paintings_dev(data), read_split("paintings_dev")
+    ids = sorted(split.loc[split["split"] == "heldout", "image_id"])
+    rng = np.random.default_rng(seed)
+    rows = []
+    for style in ("cartoon", "lineart", "quantise_hue"):
+        (folder / style).mkdir(parents=True, exist_ok=True)
+        for image_id in ids:
+            img = load_image(data / "images" / image_id, max_long_side=640)
+            out = STYLES[style](img.pixels, rng)
+            name = f"{style}/{Path(image_id).stem}.png"
+            cv2.imwrite(str(folder / name), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+            boxes = labels.loc[labels["image_id"] == image_id, BOX_COLUMNS] * (img.pixels.shape[1] / img.width)
+            rows += [(name, *b, style) for b in boxes.to_numpy()]
+    pd.DataFrame(rows, columns=["image_id", *BOX_COLUMNS, "domain"]).to_csv(folder / "labels.csv", index=False)
+    print(f"wrote {len(ids)} x 3 stylised held-out paintings and labels.csv to {folder}")
 
 
 def load_training_images(data: Path, limit: int | None) -> tuple[list, list[str]]:
@@ -103,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.labels_only is not None:
         write_eval_labels(args.labels_only, args.data)
+        return
+    if args.stylised_heldout is not None:
+        write_stylised_heldout(args.stylised_heldout, args.data)
         return
     import cv2
 
