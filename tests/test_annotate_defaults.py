@@ -1,10 +1,11 @@
-"""User-facing annotation behaviour with the configuration a user gets: conf/annotate.yaml as shipped (YuNet, SFace,
-colour, EfficientNet-Lite0, one spawned decoding process), only input/output set. Bad files, changed folders,
-concurrent runs, a changed config, signals."""
+"""User-facing annotation behaviour with the configuration a user gets: conf/annotate.yaml as shipped (the default
+detector, SFace, colour, EfficientNet-Lite0, one spawned decoding process), only input/output set. Bad files,
+changed folders, concurrent runs, a changed config, signals."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,8 +88,10 @@ def test_resume_under_other_vision_settings_refuses(tmp_path, astronaut, default
     _annotate(default_annotate_config("input=x", "output=y"), tmp_path / "in", tmp_path / "out")
     parts = sorted((tmp_path / "out" / "images").iterdir())
     (tmp_path / "in" / "img-00.png").unlink()  # pending work, so that a mixed run would write something
-    other = default_annotate_config("input=x", "output=y", "vision.detector.min_prob=0.5")
-    with pytest.raises(AnnotationError, match=r"other vision settings \(vision\.detector\.min_prob: 0\.6 -> 0\.5\)"):
+    shipped = default_annotate_config("input=x", "output=y").vision.detector.min_prob
+    other = default_annotate_config("input=x", "output=y", f"vision.detector.min_prob={shipped / 2}")
+    changed = f"other vision settings (vision.detector.min_prob: {shipped} -> {shipped / 2})"
+    with pytest.raises(AnnotationError, match=re.escape(changed)):
         _annotate(other, tmp_path / "in", tmp_path / "out")
     assert sorted((tmp_path / "out" / "images").iterdir()) == parts  # nothing removed or added
     # Settings that do not shape the rows may change between runs.
