@@ -174,3 +174,11 @@ def test_bad_estimand_is_refused_before_any_data(tmp_path):
         run(_pipeline_cfg([*SMALL_RUN, "estimand=atc"]), tmp_path)
     with pytest.raises(ConfigError, match="dml.clip"):
         run(_pipeline_cfg([*SMALL_RUN, "dml.clip=0.7"]), tmp_path)
+
+
+def test_att_clips_only_the_upper_bound():
+    e = np.array([0.001, 0.5, 0.999])
+    assert estimands.clip_propensity(e, 0.05, upper_only=True)[1] == 1
+    x, t, y, e, mu0, mu1, tau = heterogeneous(n=2000, seed=5)
+    att, _ = estimands.aipw("att", y, t, np.clip(e, 1e-4, 1 - 1e-4), mu1, mu0, clip=0.05)
+    assert abs(att["estimate"] - tau[t == 1].mean()) < 3.5 * att["stderr"]
