@@ -109,15 +109,19 @@ def test_a_second_writer_fails_fast_naming_the_holder(tmp_path, astronaut, defau
     assert _annotate(cfg, tmp_path / "in", tmp_path / "out").ok == 2  # the lock is released with its holder
 
 
+def _wait_for_parts(run: subprocess.Popen, images: Path, n: int, timeout: float = 300) -> None:
+    """Until ``run`` has committed ``n`` parts (or ended, or ``timeout`` seconds passed)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and run.poll() is None and len(list(images.glob("part-*"))) < n:
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_two_concurrent_runs_on_one_output_never_duplicate(tmp_path: Path, astronaut: np.ndarray) -> None:
     _folder(tmp_path / "in", astronaut, 120)
     # Small parts (a changed default) so that the first run is mid-way, with parts written, when the second starts.
     first = _cli(tmp_path / "in", tmp_path / "out", "vision.part_size=4")
-    images = tmp_path / "out" / "images"
-    deadline = time.time() + 300
-    while time.time() < deadline and first.poll() is None and len(list(images.glob("part-*"))) < 1:
-        time.sleep(0.05)
+    _wait_for_parts(first, tmp_path / "out" / "images", 1)
     second = _cli(tmp_path / "in", tmp_path / "out", "vision.part_size=4")
     _, err2 = second.communicate(timeout=300)
     assert second.returncode == 2 and "being written by another run (pid" in err2, err2
@@ -151,9 +155,7 @@ def test_signals_leave_whole_parts_no_workers_and_a_resume_hint(tmp_path, astron
     # Small parts (a changed default) so that the signal lands between parts on a small folder.
     run = _cli(tmp_path / "in", tmp_path / "out", "vision.part_size=4")
     images = tmp_path / "out" / "images"
-    deadline = time.time() + 300
-    while time.time() < deadline and run.poll() is None and len(list(images.glob("part-*"))) < 2:
-        time.sleep(0.05)
+    _wait_for_parts(run, images, 2)
     assert run.poll() is None, "the run finished before the signal; give it more images"
     workers = _children(run.pid)
     assert workers, "the shipped default decodes in a worker process"
