@@ -2,6 +2,7 @@
 
     creative-insights experiment [Hydra overrides]      # = python scripts/run_experiment.py [overrides]
     creative-insights annotate input=DIR output=DIR     # = python scripts/annotate.py [overrides]
+    creative-insights evaluate labels=CSV images=DIR    # = python scripts/evaluate_detector.py [overrides]
     creative-insights --help
 
 The configs ship in the wheel (the repository's ``conf/`` as the package ``creative_insights_conf``), so the command
@@ -40,7 +41,7 @@ _DEFAULT_PLUGINS = {
         "evaluate": "vision.stages:evaluate_stage",
         "init_ray": "vision.ray_runner:init_ray",
     },
-    "creative_insights.commands": {"annotate": "vision.cli:main"},
+    "creative_insights.commands": {"annotate": "vision.cli:main", "evaluate": "vision.evaluate_cli:main"},
 }
 USAGE = """usage: creative-insights COMMAND [Hydra overrides ...]
 
@@ -49,6 +50,8 @@ commands:
                creative-insights experiment experiment=face_presence input=posters labels=labels.csv
   annotate     faces and image features of a folder to Parquet (conf/annotate.yaml), e.g.
                creative-insights annotate input=posters output=annotations
+  evaluate     the face detector on labelled images: AP@0.5, PR curve, error list (conf/evaluate.yaml), e.g.
+               creative-insights evaluate labels=labels.csv images=posters
 
 Each command takes Hydra overrides (key=value, group=option) and Hydra's own flags (--cfg job, -m, --help).
 """

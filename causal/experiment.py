@@ -170,8 +170,10 @@ def _evaluate(
     if cache.restore("evaluate", key, out_dir):
         info["evaluate_cached"] = True
     else:
-        _needs(stage, "evaluate")(labels, ann, out_dir / "evaluation", **opts)
-        files = [f"evaluation/{n}" for n in ("metrics.json", "pr_curve.png", "errors.csv")]
+        images = _select(cfg, "input")
+        _needs(stage, "evaluate")(labels, ann, out_dir / "evaluation", images_dir=images, **opts)
+        names = ("metrics.json", "pr_curve.png", "errors.csv", "contact_sheet.png")
+        files = [f"evaluation/{n}" for n in names if (out_dir / "evaluation" / n).is_file()]
         cache.store("evaluate", key, out_dir, files)
     info["timings"]["evaluate"] = time.perf_counter() - start
     return json.loads((out_dir / "evaluation" / "metrics.json").read_text())

@@ -1,18 +1,17 @@
-"""Detector evaluation on labeled samples: matching, average precision, image-level presence errors, plots.
+"""Detector evaluation on labelled samples: face-level AP and rates, image-level presence errors, error lists.
 
 Conventions (stated once, used everywhere):
 
 - Boxes are ``x1, y1, x2, y2`` in original pixels with x2/y2 exclusive, so a box's area is ``(x2-x1)*(y2-y1)``
-  (the COCO convention, no +1).
-- Matching (COCO): detections of an image in descending score order (stable, so ties keep input order); each takes
-  the *unmatched* ground truth of highest IoU, if that IoU >= the threshold; otherwise it is a false positive.
-  Because matching is greedy by score, matching all detections once and then keeping those with
-  ``prob >= t`` gives exactly the matches of running on the kept detections alone: one matching serves every
-  operating threshold.
-- AP is the all-point interpolated area under the precision envelope (VOC 2010+). ``interpolation="coco101"``
-  gives COCO's 101-recall-point variant, used to check against pycocotools.
+  (the COCO convention, no +1). Matching and AP: :mod:`vision.matching`.
+- **AP** (``ap50``) is AP at IoU 0.5, all-point interpolated, over the detections given to the evaluation. The
+  product evaluates a detector's *operating output* (every face with ``prob`` at or above its cut-off, what an
+  annotation run keeps), so the same detector and labels give the same ``ap50`` whether the faces come from an
+  annotation run or from running the detector here (:mod:`vision.evaluation_run`). The full-curve figure (cut-off
+  lowered to 0), useful to compare detectors apart from their thresholds, is reported as ``ap50_full_curve``.
 - Image level (the causal treatment): an image is predicted to hold a face when it has at least one detection with
-  ``prob >= score_threshold``; where that detection lies does not matter.
+  ``prob >= score_threshold``; where that detection lies does not matter. Rates carry 95% Wilson intervals
+  (``<rate>_ci``), and ``reliability`` says in words when a rate rests on too few images to trust.
 - Grouping (e.g. by ``style``): an image's group is the most frequent value among its label rows (the first seen on
   ties). Face-level metrics for group ``g`` count the ground truth of group ``g``; detections matched to ground truth
   of another group are ignored (as COCO ignores "crowd" regions), and unmatched detections count against the
@@ -23,273 +22,60 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+# Re-exported: the evaluation's public names in one place for scripts and tests.
+from vision.evaluate_plots import contact_sheet, plot_pr_curves  # noqa: F401
+from vision.labels import BOX_COLUMNS, load_labels, validate_detections, validate_labels  # noqa: F401
+from vision.matching import (  # noqa: F401
+    average_precision,
+    box_iou,
+    choose_threshold,
+    match_detections,
+    precision_recall_curve,
+)
+
 log = logging.getLogger(__name__)
 
-BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 COCO_IOU_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)
 COUNT_BINS = ["0", "1", "2", "3+"]
+MIN_TRUSTED_IMAGES = 30  # fewer images behind a rate than this: the report says it is too few to trust
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Reading and validating
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> list[float]:
+    """Wilson score interval ``[low, high]`` of a binomial proportion; ``[nan, nan]`` when ``n`` is 0.
 
-
-def load_labels(path: str | Path) -> pd.DataFrame:
-    """Read a labels CSV: one row per face box, an image without faces once with empty box fields.
-
-    Parameters
-    ----------
-    path : path-like
-        CSV with at least the columns ``image_id, x1, y1, x2, y2`` (original pixels, x2/y2 exclusive). Other
-        columns (e.g. ``style``) are kept.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``image_id`` (str) and float box columns; NaN boxes for face-free images; a fresh RangeIndex (the
-        ``gt_index`` that :func:`match_detections` refers to).
-
-    Raises
-    ------
-    FileNotFoundError
-        When ``path`` does not exist.
-    ValueError
-        Naming the file and the column or row when a column is missing, a box is partly empty, not numeric, or
-        has ``x2 <= x1`` or ``y2 <= y1``.
+    Wilson rather than the normal approximation because detector rates sit near 0 or 1 on small sets, where the
+    normal interval leaves [0, 1] or collapses to a point (Brown, Cai & DasGupta 2001).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"labels file not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype={"image_id": str}, keep_default_na=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a readable CSV labels file ({err})") from None
-    return validate_labels(df, source=str(path))
+    if n <= 0:
+        return [math.nan, math.nan]
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
-def validate_labels(df: pd.DataFrame, *, source: str = "labels") -> pd.DataFrame:
-    """Check and normalise a labels table (see :func:`load_labels`); ``source`` names it in error messages."""
-    missing = [c for c in ["image_id", *BOX_COLUMNS] if c not in df.columns]
-    if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}; expected image_id,x1,y1,x2,y2 (+ optional extras)")
-    df = df.copy().reset_index(drop=True)
-    if df["image_id"].isna().any():
-        row = int(np.flatnonzero(df["image_id"].isna().to_numpy())[0])
-        raise ValueError(f"{source}: empty image_id in data row {row + 1}")
-    df["image_id"] = df["image_id"].astype(str)
-    for c in BOX_COLUMNS:
-        values = pd.to_numeric(df[c], errors="coerce")
-        bad = values.isna() & df[c].notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"{source}: column {c!r} is not numeric in data row {row + 1}: {df[c].iloc[row]!r}")
-        df[c] = values.astype(float)
-    empty = df[BOX_COLUMNS].isna()
-    partial = empty.any(axis=1) & ~empty.all(axis=1)
-    if partial.any():
-        row = int(np.flatnonzero(partial.to_numpy())[0])
-        raise ValueError(f"{source}: data row {row + 1} ({df['image_id'].iloc[row]}) has some box fields empty")
-    box = ~empty.all(axis=1)
-    degenerate = box & ((df["x2"] <= df["x1"]) | (df["y2"] <= df["y1"]))
-    if degenerate.any():
-        row = int(np.flatnonzero(degenerate.to_numpy())[0])
-        raise ValueError(f"{source}: data row {row + 1} ({df['image_id'].iloc[row]}) has x2 <= x1 or y2 <= y1")
-    mixed = df.loc[~box, "image_id"].isin(df.loc[box, "image_id"])
-    if mixed.any():
-        image_id = df.loc[~box, "image_id"][mixed].iloc[0]
-        raise ValueError(f"{source}: image {image_id!r} has both face boxes and an empty (face-free) row")
-    return df
-
-
-def validate_detections(df: pd.DataFrame, *, source: str = "detections") -> pd.DataFrame:
-    """Check a detections table (``image_id, x1, y1, x2, y2, prob``); return a copy with a fresh RangeIndex."""
-    missing = [c for c in ["image_id", *BOX_COLUMNS, "prob"] if c not in df.columns]
-    if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}; expected image_id,x1,y1,x2,y2,prob")
-    df = df.copy().reset_index(drop=True)
-    df["image_id"] = df["image_id"].astype(str)
-    for c in [*BOX_COLUMNS, "prob"]:
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-        if df[c].isna().any():
-            row = int(np.flatnonzero(df[c].isna().to_numpy())[0])
-            raise ValueError(f"{source}: column {c!r} is missing or not numeric in row {row}")
-    return df
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Matching and AP
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes ``a`` (n, 4) and ``b`` (m, 4), x1y1x2y2 with exclusive x2/y2; returns (n, m)."""
-    a = np.asarray(a, dtype=float).reshape(-1, 4)
-    b = np.asarray(b, dtype=float).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
-
-
-def match_detections(labels: pd.DataFrame, detections: pd.DataFrame, iou_threshold: float = 0.5) -> pd.DataFrame:
-    """Match detections to ground truth greedily by score (COCO convention).
-
-    Parameters
-    ----------
-    labels : DataFrame
-        ``image_id, x1, y1, x2, y2``; rows with NaN boxes (face-free images) hold no ground truth.
-    detections : DataFrame
-        ``image_id, x1, y1, x2, y2, prob`` in the same pixel frame as ``labels``.
-    iou_threshold : float
-        Minimum IoU for a match.
-
-    Returns
-    -------
-    DataFrame
-        One row per detection, in input order: ``image_id, x1, y1, x2, y2, prob``, ``tp`` (bool), ``gt_index``
-        (Int64: the index label of the matched row of ``labels``, <NA> for a false positive) and ``iou`` (IoU with
-        the matched ground truth; for a false positive the highest IoU with any ground truth of the image, 0 if
-        none).
-    """
-    missing = [c for c in ["image_id", *BOX_COLUMNS] if c not in labels.columns]
-    if missing:
-        raise ValueError(f"labels: missing column(s) {missing}")
-    dets = validate_detections(detections)
-    gt = labels.dropna(subset=BOX_COLUMNS)
-    tp = np.zeros(len(dets), dtype=bool)
-    gt_index = np.full(len(dets), -1, dtype=np.int64)
-    ious = np.zeros(len(dets), dtype=float)
-    gt_groups = {k: v for k, v in gt.groupby("image_id", sort=False)}
-    for image_id, d in dets.groupby("image_id", sort=False):
-        g = gt_groups.get(image_id)
-        if g is None or len(g) == 0:
-            continue
-        order = np.argsort(-d["prob"].to_numpy(), kind="mergesort")
-        rows = d.index.to_numpy()[order]
-        iou = box_iou(d[BOX_COLUMNS].to_numpy()[order], g[BOX_COLUMNS].to_numpy())
-        taken = np.zeros(len(g), dtype=bool)
-        for k, row in enumerate(rows):
-            candidates = np.where(taken, -1.0, iou[k])
-            j = int(np.argmax(candidates))
-            if candidates[j] >= iou_threshold:
-                taken[j] = True
-                tp[row], gt_index[row], ious[row] = True, g.index[j], iou[k, j]
-            else:
-                ious[row] = float(iou[k].max())
-    out = dets[["image_id", *BOX_COLUMNS, "prob"]].copy()
-    out["tp"] = tp
-    out["gt_index"] = pd.Series(gt_index, dtype="Int64").mask(gt_index < 0)
-    out["iou"] = ious
-    return out
-
-
-def precision_recall_curve(tp: Sequence[bool], prob: Sequence[float], n_gt: int) -> dict[str, np.ndarray]:
-    """Precision and recall after each detection in descending score order.
-
-    Returns
-    -------
-    dict
-        ``precision``, ``recall``, ``thresholds`` (the score of each detection), all (n_detections,).
-    """
-    tp = np.asarray(tp, dtype=bool)
-    prob = np.asarray(prob, dtype=float)
-    order = np.argsort(-prob, kind="mergesort")
-    ctp = np.cumsum(tp[order])
-    cfp = np.cumsum(~tp[order])
-    precision = ctp / np.maximum(ctp + cfp, 1)
-    recall = ctp / n_gt if n_gt > 0 else np.full(len(ctp), np.nan)
-    return {"precision": precision, "recall": recall, "thresholds": prob[order]}
-
-
-def average_precision(tp: Sequence[bool], prob: Sequence[float], n_gt: int, interpolation: str = "all") -> float:
-    """Average precision of scored detections against ``n_gt`` ground-truth boxes.
-
-    Parameters
-    ----------
-    tp : (n,) bool
-        Whether each detection is a true positive (from :func:`match_detections`).
-    prob : (n,) float
-        Detection scores.
-    n_gt : int
-        Number of ground-truth boxes (missed ones included).
-    interpolation : {"all", "coco101"}
-        ``all``: area under the precision envelope at every recall step (VOC 2010+ "all-point").
-        ``coco101``: mean of the envelope at recall 0, 0.01, ..., 1 (pycocotools).
-
-    Returns
-    -------
-    float
-        AP in [0, 1]; NaN when ``n_gt == 0`` (undefined: there is nothing to recall).
-    """
-    if n_gt <= 0:
-        return math.nan
-    curve = precision_recall_curve(tp, prob, n_gt)
-    precision, recall = curve["precision"], curve["recall"]
-    if len(precision) == 0:
-        return 0.0
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    if interpolation == "all":
-        recall_steps = np.diff(np.concatenate([[0.0], recall]))
-        return float(np.sum(recall_steps * envelope))
-    if interpolation == "coco101":
-        points = np.linspace(0.0, 1.0, 101)
-        idx = np.searchsorted(recall, points, side="left")
-        values = np.where(idx < len(envelope), envelope[np.minimum(idx, len(envelope) - 1)], 0.0)
-        return float(values.mean())
-    raise ValueError(f"interpolation must be 'all' or 'coco101', got {interpolation!r}")
-
-
-def choose_threshold(matches: pd.DataFrame, n_gt: int, target_precision: float) -> dict:
-    """The lowest score threshold whose kept detections reach ``target_precision``, and the recall there.
-
-    Thresholds are the distinct detection scores; keeping ``prob >= t`` keeps tied scores together. Recall can only
-    fall as the threshold rises, so the lowest qualifying threshold has the highest recall among them.
-
-    Parameters
-    ----------
-    matches : DataFrame
-        Output of :func:`match_detections` (``prob``, ``tp``).
-    n_gt : int
-        Number of ground-truth boxes.
-    target_precision : float
-        In (0, 1].
-
-    Returns
-    -------
-    dict
-        ``target_precision``, ``reached`` (bool), ``threshold`` (None when not reached), ``precision``, ``recall``,
-        ``n_kept`` at that threshold; when not reached, ``best_precision`` and the threshold that gives it.
-    """
-    if not 0 < target_precision <= 1:
-        raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
-    prob = matches["prob"].to_numpy(dtype=float)
-    tp = matches["tp"].to_numpy(dtype=bool)
-    thresholds = np.unique(prob)[::-1]  # descending
-    kept = (prob[None, :] >= thresholds[:, None]).sum(axis=1)
-    tps = ((prob[None, :] >= thresholds[:, None]) & tp[None, :]).sum(axis=1)
-    precision = tps / np.maximum(kept, 1)
-    recall = tps / n_gt if n_gt > 0 else np.zeros_like(precision)
-    ok = np.flatnonzero(precision >= target_precision - 1e-12)
-    result: dict = {"target_precision": float(target_precision), "reached": bool(len(ok))}
-    if len(ok):
-        i = int(ok.max())  # thresholds descend: the largest index is the lowest threshold
-        result.update(threshold=float(thresholds[i]), precision=float(precision[i]), recall=float(recall[i]))
-        result["n_kept"] = int(kept[i])
-    else:
-        result.update(threshold=None, precision=None, recall=None, n_kept=0)
-        if len(thresholds):
-            i = int(np.argmax(precision))
-            result.update(best_precision=float(precision[i]), best_threshold=float(thresholds[i]))
-    return result
+def reliability_notes(image_level: Mapping, min_images: int = MIN_TRUSTED_IMAGES) -> list[str]:
+    """Plain sentences for the image-level rates that rest on fewer than ``min_images`` images."""
+    notes = []
+    for rate, count, kind in (
+        ("sensitivity", "n_positive", "images with a face"),
+        ("specificity", "n_negative", "face-free images"),
+    ):
+        n, value, (low, high) = image_level.get(count, 0), image_level.get(rate), image_level.get(f"{rate}_ci")
+        if n < min_images and value is not None and not (isinstance(value, float) and math.isnan(value)):
+            notes.append(
+                f"{rate} {value:.2f} rests on {n} {kind} (95% interval {low:.2f} to {high:.2f}): too few to trust; "
+                f"label at least {min_images}"
+            )
+    return notes
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -331,6 +117,8 @@ def _face_metrics(matches: pd.DataFrame, n_gt: int, score_threshold: float) -> d
         "precision": precision,
         "recall": recall,
         "f1": f1,
+        "precision_ci": wilson_interval(tp, tp + fp),
+        "recall_ci": wilson_interval(tp, n_gt),
     }
 
 
@@ -358,6 +146,9 @@ def _image_metrics(true_count: pd.Series, pred_count: pd.Series) -> dict:
         "sensitivity": _safe_div(tp, tp + fn),
         "specificity": _safe_div(tn, tn + fp),
         "accuracy": _safe_div(tp + tn, n),
+        "sensitivity_ci": wilson_interval(tp, tp + fn),
+        "specificity_ci": wilson_interval(tn, tn + fp),
+        "precision_ci": wilson_interval(tp, tp + fp),
         "count_exact_accuracy": _safe_div(int((true_count == pred_count).sum()), n),
         "count_mae": float(np.abs(true_count - pred_count).mean()) if n else math.nan,
         "count_confusion": {"labels": COUNT_BINS, "rows": "true", "columns": "predicted", "matrix": confusion.tolist()},
@@ -474,6 +265,7 @@ def evaluate_detections(
         "face_level": face,
         "image_level": _image_metrics(true_count, pred_count),
     }
+    result["reliability"] = reliability_notes(result["image_level"])
     columns = [group_by] if isinstance(group_by, str) else list(group_by or [])
     for column in columns:
         groups = image_groups(labels, column)
@@ -531,119 +323,6 @@ def error_table(
     cols = ["kind", "image_id", *BOX_COLUMNS, "prob", "iou", *extra_columns]
     out = pd.concat([fp[cols], fn[cols]], ignore_index=True) if len(fp) or len(fn) else pd.DataFrame(columns=cols)
     return out.sort_values(["image_id", "kind"], kind="mergesort").reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Plots
-
-
-def plot_pr_curves(curves: Mapping[str, Mapping], path: str | Path, *, title: str = "Face detection PR (IoU 0.5)"):
-    """Save precision-recall curves to a PNG.
-
-    Parameters
-    ----------
-    curves : mapping name -> dict
-        Each with ``recall`` and ``precision`` sequences (a ``face_level["pr_curve"]``) and optionally ``ap``.
-    path : path-like
-        Output PNG.
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
-    for name, c in curves.items():
-        recall, precision = np.asarray(c["recall"], float), np.asarray(c["precision"], float)
-        envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-        label = name if c.get("ap") is None or np.isnan(c["ap"]) else f"{name} (AP {c['ap']:.3f})"
-        ax.step(np.concatenate([[0], recall]), np.concatenate([envelope[:1], envelope]), where="pre", label=label)
-    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision (interpolated)", title=title)
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def contact_sheet(
-    labels: pd.DataFrame,
-    faces: pd.DataFrame,
-    load: Callable[[str], np.ndarray],
-    path: str | Path,
-    *,
-    iou_threshold: float = 0.5,
-    score_threshold: float | None = None,
-    image_ids: Sequence[str] | None = None,
-    tile: int = 256,
-    columns: int = 6,
-    max_images: int = 60,
-):
-    """Save a grid of thumbnails with boxes drawn: TP green, FP red, FN (missed ground truth) blue.
-
-    Images with errors come first. ``load(image_id)`` returns the image as (h, w, 3) uint8 RGB in the frame of
-    the boxes; an image that fails to load is drawn as a grey tile with its id.
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    from PIL import Image, ImageDraw
-
-    labels = validate_labels(labels)
-    thr = -math.inf if score_threshold is None else float(score_threshold)
-    ids = list(image_ids) if image_ids is not None else list(labels["image_id"].unique())
-    dets = validate_detections(faces, source="faces")
-    dets = dets[dets["image_id"].isin(ids) & (dets["prob"] >= thr)].reset_index(drop=True)
-    gt = labels[labels["image_id"].isin(ids)].dropna(subset=BOX_COLUMNS)
-    m = match_detections(gt, dets, iou_threshold=iou_threshold)
-    matched = set(m["gt_index"].dropna().astype(int))
-    n_err = {i: 0 for i in ids}
-    for i in m.loc[~m["tp"], "image_id"]:
-        n_err[i] += 1
-    for i in gt.loc[~gt.index.isin(matched), "image_id"]:
-        n_err[i] += 1
-    ids = sorted(ids, key=lambda i: (-n_err[i], i))[:max_images]
-
-    label_h = 14
-    rows = max(1, math.ceil(len(ids) / columns))
-    sheet = Image.new("RGB", (columns * tile, rows * (tile + label_h)), (255, 255, 255))
-    draw_sheet = ImageDraw.Draw(sheet)
-    for k, image_id in enumerate(ids):
-        ox, oy = (k % columns) * tile, (k // columns) * (tile + label_h)
-        try:
-            img = Image.fromarray(np.asarray(load(image_id), dtype=np.uint8)).convert("RGB")
-        except Exception as err:  # a broken file must not sink the whole sheet
-            log.warning("contact sheet: cannot load %s: %s", image_id, err)
-            img = Image.new("RGB", (tile, tile), (128, 128, 128))
-            scale = 1.0
-        else:
-            scale = tile / max(img.size)
-            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
-        draw = ImageDraw.Draw(img)
-        width = max(2, tile // 128)
-
-        def rect(box, colour, draw=draw, scale=scale, width=width):
-            draw.rectangle([v * scale for v in box], outline=colour, width=width)
-
-        for r in gt[gt["image_id"] == image_id].itertuples():
-            if r.Index not in matched:
-                rect((r.x1, r.y1, r.x2, r.y2), (0, 90, 255))
-        for r in m[m["image_id"] == image_id].itertuples():
-            rect((r.x1, r.y1, r.x2, r.y2), (0, 200, 0) if r.tp else (255, 0, 0))
-        sheet.paste(img, (ox + (tile - img.width) // 2, oy + (tile - img.height) // 2))
-        text = image_id if len(image_id) <= 40 else "..." + image_id[-37:]
-        draw_sheet.text((ox + 2, oy + tile + 1), f"{text} ({n_err[image_id]} err)", fill=(0, 0, 0))
-    path = Path(path)
-    sheet.save(path)
-    return path
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -91,11 +91,12 @@ def evaluate_stage(
     annotations_dir: str | Path,
     out_dir: str | Path,
     *,
+    images_dir: str | Path | None = None,
     iou_threshold: float = 0.5,
     score_threshold: float | None = None,
     group_by: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Evaluate an annotation run's faces against labelled boxes: ``metrics.json``, ``pr_curve.png``, ``errors.csv``.
+    """Evaluate an annotation run's faces against labelled boxes (:func:`vision.evaluation_run.evaluate_run`).
 
     Parameters
     ----------
@@ -104,7 +105,9 @@ def evaluate_stage(
     annotations_dir : path
         Annotation output folder (``images/`` and ``faces/``) over the labelled images' folder.
     out_dir : path
-        Receives the three files.
+        Receives ``metrics.json``, ``errors.csv``, ``pr_curve.png`` and, with ``images_dir``, ``contact_sheet.png``.
+    images_dir : path, optional
+        The annotated folder, for the contact sheet.
     iou_threshold, score_threshold : float
         Matching IoU and operating threshold on ``prob`` (None: every detection the run kept).
     group_by : sequence of str
@@ -113,51 +116,69 @@ def evaluate_stage(
     Returns
     -------
     dict
-        The metrics (``vision.evaluate.evaluate_detections`` output plus ``labels`` and ``not_evaluated``).
+        The metrics as written to ``metrics.json``.
     """
-    from vision.evaluate import (
-        BOX_COLUMNS,
-        error_table,
-        evaluate_detections,
-        load_labels,
-        plot_pr_curves,
-        to_jsonable,
+    from vision.evaluation_run import evaluate_run
+
+    return evaluate_run(
+        labels_path,
+        out_dir,
+        annotations=annotations_dir,
+        images=images_dir,
+        operating_threshold=score_threshold,
+        iou_threshold=iou_threshold,
+        group_by=group_by,
     )
 
-    annotations_dir, out_dir = Path(annotations_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    labels = load_labels(labels_path)
-    if not (annotations_dir / "images").is_dir() or not (annotations_dir / "faces").is_dir():
-        raise FileNotFoundError(f"{annotations_dir}: expected images/ and faces/ of an annotation run")
-    images = pd.read_parquet(annotations_dir / "images", columns=["image_id", "status"])
-    ok = set(images.loc[images["status"] == "ok", "image_id"])
-    faces = pd.read_parquet(annotations_dir / "faces", columns=["image_id", *BOX_COLUMNS, "prob"])
-    label_ids = list(labels["image_id"].unique())
-    evaluated = [i for i in label_ids if i in ok]
-    missing = [i for i in label_ids if i not in ok]
-    if not evaluated:
-        raise ValueError(f"labels {labels_path}: none of its images is in {annotations_dir} (wrong input folder?)")
-    groups = [c for c in group_by if c in labels.columns]
-    result = evaluate_detections(
-        labels,
-        faces,
-        image_ids=evaluated,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
-        group_by=groups,
+
+def evaluate_from_config(cfg: Any, out_dir: str | Path) -> dict[str, Any]:
+    """The evaluation ``conf/evaluate.yaml`` describes (script and ``creative-insights evaluate``).
+
+    Without ``annotations`` the detector of ``cfg.vision`` runs on ``images``; with ``full_curve`` its cut-off
+    (``min_prob``) is lowered to 0 so ``ap50_full_curve`` covers the whole PR curve, while the headline metrics keep
+    the configured cut-off as the operating threshold (unless ``score_threshold`` is given).
+    """
+    from vision.evaluation_run import ContactSheetOptions, evaluate_run
+
+    threshold = cfg.score_threshold
+    annotator, full, decode = None, False, None
+    if not cfg.annotations:  # the detector runs here; reading an annotation run needs no vision settings
+        vision = cfg.vision
+        annotator, full, own_cutoff = _evaluation_annotator(vision, bool(cfg.full_curve))
+        threshold = own_cutoff if threshold is None and full else threshold
+        decode = {"batch_size": vision.batch_size, "max_pixels": vision.max_pixels}
+        decode["max_long_side"] = vision.get("max_long_side")
+    return evaluate_run(
+        cfg.labels,
+        out_dir,
+        annotations=cfg.annotations or None,
+        images=cfg.images or None,
+        annotator=annotator,
+        operating_threshold=threshold,
+        full_curve=full,
+        iou_threshold=cfg.iou_threshold,
+        group_by=list(cfg.group_by),
+        box_scale_by=cfg.get("box_scale_by"),
+        target_precision=cfg.target_precision,
+        sheet=ContactSheetOptions(**dict(cfg.contact_sheet)),
+        decode=decode,
     )
-    result.update({"labels": str(labels_path), "source": f"annotations {annotations_dir}", "not_evaluated": missing})
-    (out_dir / "metrics.json").write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
-    extra = [c for c in labels.columns if c not in ("image_id", *BOX_COLUMNS)]
-    error_table(
-        labels[labels["image_id"].isin(evaluated)],
-        faces,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
-        extra_columns=extra,
-    ).to_csv(out_dir / "errors.csv", index=False)
-    plot_pr_curves({"all": {**result["face_level"]["pr_curve"], "ap": result["ap50"]}}, out_dir / "pr_curve.png")
-    return to_jsonable(result)
+
+
+def _evaluation_annotator(vision: Any, full_curve: bool) -> tuple[Any, bool, float | None]:
+    """The annotator for an evaluation run: ``(annotator, full_curve applied, the detector's own cut-off)``."""
+    from hydra.utils import instantiate
+
+    from vision.annotate import BatchAnnotator
+    from vision.device import configure_threads, resolve_device
+
+    configure_threads(vision.get("num_threads"))
+    overrides: dict[str, Any] = {"device": str(resolve_device(vision.get("device", "auto")))}
+    cutoff = vision.detector.get("min_prob")
+    full = full_curve and cutoff is not None
+    if full:
+        overrides["min_prob"] = 0.0
+    return BatchAnnotator(detector=instantiate(vision.detector, **overrides)), full, cutoff
 
 
 def metrics_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,5 +188,11 @@ def metrics_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "ap50": metrics.get("ap50"),
         "sensitivity": il.get("sensitivity"),
         "specificity": il.get("specificity"),
+        "sensitivity_ci": il.get("sensitivity_ci"),
+        "specificity_ci": il.get("specificity_ci"),
         "n_images": metrics.get("n_images"),
+        "n_positive": il.get("n_positive"),
+        "n_negative": il.get("n_negative"),
+        "ap_definition": metrics.get("ap_definition"),
+        "reliability": metrics.get("reliability") or [],
     }
