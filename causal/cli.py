@@ -153,11 +153,7 @@ def _print_summary(results: dict, info: dict, out_dir: Path) -> None:
             f"annotations: {ann['output']} ({ann['ok']} images, {ann['faces']} faces, {ann['errors']} errors; {state})"
         )
     if info.get("metrics"):
-        il = info["metrics"].get("image_level") or {}
-        print(
-            f"detector on labels: AP@0.5 {fmt_num(info['metrics'].get('ap50'), 3)}, image sensitivity "
-            f"{fmt_num(il.get('sensitivity'), 3)}, specificity {fmt_num(il.get('specificity'), 3)}"
-        )
+        _print_detector(info["metrics"])
     if results:
         if info.get("causal_cached"):
             print("causal steps: unchanged config and inputs, reused the cached results")
@@ -165,6 +161,22 @@ def _print_summary(results: dict, info: dict, out_dir: Path) -> None:
         print(f"results: {out_dir / 'results.json'}")
     if info.get("report"):
         print(f"report:  {info['report']}")
+
+
+def _print_detector(metrics: dict) -> None:
+    il = metrics.get("image_level") or {}
+
+    def rate(name: str) -> str:
+        low, high = il.get(f"{name}_ci") or (None, None)
+        interval = f" [{fmt_num(low, 2)}, {fmt_num(high, 2)}]" if low is not None else ""
+        return f"{fmt_num(il.get(name), 3)}{interval}"
+
+    print(
+        f"detector on labels: AP@0.5 {fmt_num(metrics.get('ap50'), 3)} (faces at its cut-off), image sensitivity "
+        f"{rate('sensitivity')}, specificity {rate('specificity')} (95% Wilson intervals)"
+    )
+    for note in metrics.get("reliability") or []:
+        print(f"  note: {note}")
 
 
 def main(argv: list[str] | None = None) -> None:
