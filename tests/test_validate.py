@@ -164,8 +164,9 @@ def test_every_problem_is_listed_once():
 # ------------------------------------------------------------------------------------- agreement with the modules
 def test_key_lists_match_each_modules_own_check():
     """What validate allows is what each module accepts, so a key passes both checks or neither."""
-    from causal import data, mediation, misclassification, overlap, sensitivity
+    from causal import data, misclassification, overlap, sensitivity
     from causal import nuisance as nuis
+    from causal.mediation import step as mediation
 
     assert allowed_keys("mediation") == mediation._STEP_KEYS
     assert allowed_keys("mediation.ml") == mediation._ML_KEYS
