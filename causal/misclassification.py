@@ -43,12 +43,7 @@ sample's Se and Sp transfer to the catalog (same image distribution, same detect
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +51,7 @@ from scipy import stats
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from causal.crossfit import cross_predict, make_folds
+from causal.detector_rates import DetectorRates
 
 log = logging.getLogger(__name__)
 
@@ -67,131 +63,6 @@ ASSUMPTIONS = (
     "unconfoundedness and overlap given the covariates for the true treatment",
     "the observed propensity lies in (1 - specificity, sensitivity); units outside are clipped and counted",
 )
-
-
-@dataclass(frozen=True)
-class DetectorRates:
-    """Image-level sensitivity and specificity of the treatment detector, with the counts they come from.
-
-    Parameters
-    ----------
-    sensitivity : float
-        P(detector says treated | truly treated), in (0, 1].
-    specificity : float
-        P(detector says untreated | truly untreated), in (0, 1].
-    n_positive, n_negative : int, optional
-        Number of truly treated / untreated labelled images the rates were measured on. Without them the rates are
-        treated as known exactly.
-    source : str
-        Where the rates came from (a file path or ``"config"``), for the report.
-    """
-
-    sensitivity: float
-    specificity: float
-    n_positive: int | None = None
-    n_negative: int | None = None
-    source: str = "config"
-
-    def __post_init__(self) -> None:
-        for name in ("sensitivity", "specificity"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and 0 < value <= 1):
-                raise ValueError(f"{self.source}: {name} must be in (0, 1], got {value!r}")
-        if self.sensitivity + self.specificity <= 1:
-            raise ValueError(
-                f"{self.source}: sensitivity + specificity = {self.sensitivity + self.specificity:.3f} <= 1: the "
-                "detector is no better than chance and the treatment cannot be corrected"
-            )
-        for name in ("n_positive", "n_negative"):
-            value = getattr(self, name)
-            if value is not None and (int(value) != value or value < 1):
-                raise ValueError(f"{self.source}: {name} must be a positive integer, got {value!r}")
-        if (self.n_positive is None) != (self.n_negative is None):
-            raise ValueError(f"{self.source}: give both n_positive and n_negative, or neither")
-
-    @property
-    def has_counts(self) -> bool:
-        return self.n_positive is not None
-
-    @classmethod
-    def from_metrics(
-        cls, metrics: Mapping[str, Any] | str | os.PathLike, *, level: str = "image_level"
-    ) -> DetectorRates:
-        """Read the rates from a detector evaluation (``metrics.json`` or its parsed content).
-
-        Accepted layouts: ``{level: {"sensitivity", "specificity"}, "n_positive", "n_negative"}``, the same keys
-        at the top level, counts inside ``level``, or confusion counts ``tp``, ``fn``, ``tn``, ``fp`` (inside
-        ``level`` or at the top level), from which the rates and counts are derived.
-
-        Parameters
-        ----------
-        metrics : mapping or path
-            The parsed metrics or the path of the JSON file.
-        level : str
-            Key of the image-level block.
-        """
-        source = "metrics"
-        if not isinstance(metrics, Mapping):
-            path = Path(metrics)
-            source = str(path)
-            try:
-                metrics = json.loads(path.read_text())
-            except FileNotFoundError:
-                raise FileNotFoundError(f"detector metrics file {path} not found") from None
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: not valid JSON ({err})") from None
-            if not isinstance(metrics, Mapping):
-                raise ValueError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
-        block = metrics.get(level, {})
-        if not isinstance(block, Mapping):
-            raise ValueError(f"{source}: key {level!r} must be an object")
-
-        def find(*keys: str) -> Any:
-            for scope in (block, metrics):
-                for key in keys:
-                    if scope.get(key) is not None:
-                        return scope[key]
-            return None
-
-        tp, fn, tn, fp = find("tp"), find("fn"), find("tn"), find("fp")
-        se, sp = find("sensitivity"), find("specificity")
-        n_pos, n_neg = find("n_positive"), find("n_negative")
-        if se is None and tp is not None and fn is not None:
-            se, n_pos = tp / (tp + fn), tp + fn
-        if sp is None and tn is not None and fp is not None:
-            sp, n_neg = tn / (tn + fp), tn + fp
-        if se is None or sp is None:
-            missing = [k for k, v in (("sensitivity", se), ("specificity", sp)) if v is None]
-            raise ValueError(
-                f"{source}: no {' / '.join(missing)} under {level!r} or at the top level (keys: {sorted(metrics)})"
-            )
-        return cls(
-            float(se), float(sp), None if n_pos is None else int(n_pos), None if n_neg is None else int(n_neg), source
-        )
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> DetectorRates:
-        """From the ``sensitivity.misclassification`` config block.
-
-        ``metrics_file`` (a ``metrics.json`` path) wins when set; otherwise ``sensitivity`` and ``specificity``
-        (and optionally ``n_positive``, ``n_negative``) are plain values.
-        """
-        if cfg.get("metrics_file"):
-            return cls.from_metrics(cfg["metrics_file"], level=cfg.get("level", "image_level"))
-        if cfg.get("sensitivity") is None or cfg.get("specificity") is None:
-            raise ValueError("config misclassification: set metrics_file, or both sensitivity and specificity")
-        return cls(
-            float(cfg["sensitivity"]), float(cfg["specificity"]), cfg.get("n_positive"), cfg.get("n_negative"), "config"
-        )
-
-    def draw(self, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior draws of (Se, Sp), each of shape (n_draws,): Beta with Jeffreys prior, or constants."""
-        if not self.has_counts:
-            return np.full(n_draws, self.sensitivity), np.full(n_draws, self.specificity)
-        x_se, x_sp = self.sensitivity * self.n_positive, self.specificity * self.n_negative
-        se = rng.beta(x_se + 0.5, self.n_positive - x_se + 0.5, size=n_draws)
-        sp = rng.beta(x_sp + 0.5, self.n_negative - x_sp + 0.5, size=n_draws)
-        return se, sp
 
 
 def _check_binary(t: np.ndarray) -> np.ndarray:
@@ -352,47 +223,9 @@ def misclassification_corrected_ate(
     if n_draws < 100:
         raise ValueError(f"n_draws must be at least 100 for a percentile interval, got {n_draws}")
     groups = None if groups is None else np.asarray(groups)
-
-    def checked(a: Any, name: str) -> np.ndarray:
-        a = np.asarray(a, dtype=float).ravel()
-        if a.shape != (n,) or not np.isfinite(a).all():
-            raise ValueError(f"{name} must be {n} finite values, got shape {a.shape}")
-        return a
-
-    have_outcomes = outcome_treated is not None and outcome_control is not None
-    if have_outcomes and propensity is not None:
-        e, mu1, mu0 = (
-            checked(a, k)
-            for a, k in (
-                (propensity, "propensity"),
-                (outcome_treated, "outcome_treated"),
-                (outcome_control, "outcome_control"),
-            )
-        )
-    elif w is None or np.asarray(w).shape[1:] == (0,):
-        if propensity is not None or outcome_treated is not None or outcome_control is not None:
-            raise ValueError("give all three nuisance predictions, or the covariates w to fit the missing ones")
-        e = np.full(n, t_obs.mean())
-        mu1, mu0 = np.full(n, y[t_obs == 1].mean()), np.full(n, y[t_obs == 0].mean())
-    else:
-        w = np.asarray(w, dtype=float)
-        if w.ndim != 2 or len(w) != n or not np.isfinite(w).all():
-            raise ValueError(f"w must be a finite (n_units={n}, n_features) array, got shape {w.shape}")
-        e, mu1, mu0 = cross_fit_nuisances(
-            y,
-            t_obs,
-            w,
-            propensity_model=propensity_model,
-            outcome_model=outcome_model,
-            n_folds=n_folds,
-            seed=seed,
-            groups=groups,
-            fit_propensity=propensity is None,
-        )
-        if propensity is not None:
-            e = checked(propensity, "propensity")
-        if have_outcomes:
-            mu1, mu0 = checked(outcome_treated, "outcome_treated"), checked(outcome_control, "outcome_control")
+    given = {"propensity": propensity, "outcome_treated": outcome_treated, "outcome_control": outcome_control}
+    learners = {"propensity_model": propensity_model, "outcome_model": outcome_model, "n_folds": n_folds}
+    e, mu1, mu0 = _nuisances(y, t_obs, w, given, learners, seed=seed, groups=groups)
     e = np.clip(e, clip, 1 - clip)
     delta = mu1 - mu0
     phi = delta + t_obs * (y - mu1) / e - (1 - t_obs) * (y - mu0) / (1 - e)
@@ -411,17 +244,87 @@ def misclassification_corrected_ate(
             1 - rates.specificity,
             rates.sensitivity,
         )
+    draws = _monte_carlo(rates, n_draws, seed, (e, phi, delta, t_obs), clip, groups)
+    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+    out = _describe_rates(rates, t_obs)
+    out.update(
+        n_units=n,
+        ate_uncorrected=_effect(naive, naive_se, naive - z * naive_se, naive + z * naive_se),
+        ate_corrected=_effect(theta, np.std(draws, ddof=1), low, high),
+        ate_corrected_fixed_rates=_effect(theta, theta_se, theta - z * theta_se, theta + z * theta_se),
+        attenuation=float(naive / theta) if theta != 0 else float("nan"),
+        n_clipped=n_clipped,
+        n_draws=n_draws,
+        assumptions=list(ASSUMPTIONS),
+    )
+    out["reading"] = (
+        f"With detector sensitivity {rates.sensitivity:.3f} and specificity {rates.specificity:.3f}, the ATE on "
+        f"the detected treatment ({naive:.4g}) understates the effect of the true treatment, estimated at "
+        f"{theta:.4g} [{low:.4g}, {high:.4g}] (interval includes the uncertainty of the rates: "
+        f"{out['rate_uncertainty']})."
+    )
+    log.info("misclassification-corrected ATE %.4g [%.4g, %.4g] (uncorrected %.4g)", theta, low, high, naive)
+    return out
 
+
+def _nuisances(
+    y: np.ndarray,
+    t_obs: np.ndarray,
+    w: np.ndarray | None,
+    given: dict[str, Any],
+    learners: dict[str, Any],
+    *,
+    seed: int,
+    groups: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(e, mu1, mu0): the given predictions, fitted ones for those missing, or arm means without covariates."""
+    n = len(y)
+
+    def checked(name: str) -> np.ndarray:
+        a = np.asarray(given[name], dtype=float).ravel()
+        if a.shape != (n,) or not np.isfinite(a).all():
+            raise ValueError(f"{name} must be {n} finite values, got shape {a.shape}")
+        return a
+
+    have_outcomes = given["outcome_treated"] is not None and given["outcome_control"] is not None
+    if have_outcomes and given["propensity"] is not None:
+        return checked("propensity"), checked("outcome_treated"), checked("outcome_control")
+    if w is None or np.asarray(w).shape[1:] == (0,):
+        if any(v is not None for v in given.values()):
+            raise ValueError("give all three nuisance predictions, or the covariates w to fit the missing ones")
+        e = np.full(n, t_obs.mean())
+        return e, np.full(n, y[t_obs == 1].mean()), np.full(n, y[t_obs == 0].mean())
+    w = np.asarray(w, dtype=float)
+    if w.ndim != 2 or len(w) != n or not np.isfinite(w).all():
+        raise ValueError(f"w must be a finite (n_units={n}, n_features) array, got shape {w.shape}")
+    e, mu1, mu0 = cross_fit_nuisances(
+        y, t_obs, w, **learners, seed=seed, groups=groups, fit_propensity=given["propensity"] is None
+    )
+    if given["propensity"] is not None:
+        e = checked("propensity")
+    if have_outcomes:
+        mu1, mu0 = checked("outcome_treated"), checked("outcome_control")
+    return e, mu1, mu0
+
+
+def _monte_carlo(
+    rates: DetectorRates, n_draws: int, seed: int, parts: tuple, clip: float, groups: np.ndarray | None
+) -> np.ndarray:
+    """Corrected ATE draws over (Se, Sp) posterior draws plus normal sampling error; shape (n_draws,)."""
+    e, phi, delta, t_obs = parts
     rng = np.random.default_rng(seed)
     se_draws, sp_draws = rates.draw(n_draws, rng)
     draws = np.empty(n_draws)
-    chunk = max(1, int(1e6 // n))  # about 8 MB per (draws x units) temporary
+    chunk = max(1, int(1e6 // len(phi)))  # about 8 MB per (draws x units) temporary
     for start in range(0, n_draws, chunk):
         sl = slice(start, start + chunk)
         psi, _ = _scores(se_draws[sl], sp_draws[sl], e, phi, delta, t_obs, clip)
         draws[sl] = psi.mean(axis=1) + rng.standard_normal(psi.shape[0]) * _stderr(psi, groups)
-    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+    return draws
 
+
+def _describe_rates(rates: DetectorRates, t_obs: np.ndarray) -> dict[str, Any]:
+    """The rates, where they came from, how their uncertainty entered, and the prevalence before and after."""
     prevalence_obs = float(t_obs.mean())
     j = rates.sensitivity + rates.specificity - 1
     rate_text = (
@@ -430,7 +333,7 @@ def misclassification_corrected_ate(
         if rates.has_counts
         else "none: no evaluation counts, the rates are taken as exact (the interval carries sampling error only)"
     )
-    out = {
+    return {
         "method": "aipw_misclassification_corrected",
         "sensitivity": float(rates.sensitivity),
         "specificity": float(rates.specificity),
@@ -438,24 +341,9 @@ def misclassification_corrected_ate(
         "n_negative": rates.n_negative,
         "rates_source": rates.source,
         "rate_uncertainty": rate_text,
-        "n_units": n,
-        "ate_uncorrected": _effect(naive, naive_se, naive - z * naive_se, naive + z * naive_se),
-        "ate_corrected": _effect(theta, np.std(draws, ddof=1), low, high),
-        "ate_corrected_fixed_rates": _effect(theta, theta_se, theta - z * theta_se, theta + z * theta_se),
-        "attenuation": float(naive / theta) if theta != 0 else float("nan"),
         "prevalence_observed": prevalence_obs,
         "prevalence_corrected": float(np.clip((prevalence_obs + rates.specificity - 1) / j, 0, 1)),
-        "n_clipped": n_clipped,
-        "n_draws": n_draws,
-        "assumptions": list(ASSUMPTIONS),
     }
-    out["reading"] = (
-        f"With detector sensitivity {rates.sensitivity:.3f} and specificity {rates.specificity:.3f}, the ATE on "
-        f"the detected treatment ({naive:.4g}) understates the effect of the true treatment, estimated at "
-        f"{theta:.4g} [{low:.4g}, {high:.4g}] (interval includes the uncertainty of the rates: {rate_text})."
-    )
-    log.info("misclassification-corrected ATE %.4g [%.4g, %.4g] (uncorrected %.4g)", theta, low, high, naive)
-    return out
 
 
 _STEP_KEYS = {
