@@ -19,199 +19,26 @@ that is not in ``steps`` (the default ``sensitivity`` node on a table without ``
 from __future__ import annotations
 
 import difflib
-import functools
-import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from causal.data import _PREPARE_KEYS
-from causal.dml import _FOREST_KEYS, _RAY_KEYS, ESTIMATORS
-
-MISSING = "???"
-# Names the step modules accept (causal.sensitivity / causal.mediation import statsmodels: half a second; the lists
-# are repeated here so a config check costs nothing, and tests/test_validate.py pins them to the modules).
-ANALYSES = ("e_value", "ovb", "dml", "refutations", "misclassification")
-DEFAULT_ANALYSES = ANALYSES[:4]
-REFUTATIONS = ("placebo_treatment", "random_common_cause", "data_subset", "dummy_outcome")
-MEDIATION_METHODS = ("baron_kenny", "linear", "ml")
-OVERLAP_RULES = ("none", "fixed", "crump")
-OVERLAP_WEIGHTINGS = ("ipw", "overlap")
-MISSING_POLICIES = ("indicator", "drop", "error")
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-# The keys each node's code reads, including optional keys the YAML defaults do not set. The keys the shipped YAML
-# files in conf/ set are added to these at run time (:func:`allowed_keys`), so a key documented in conf/ with its
-# code is never refused for want of an edit here.
-KNOWN_KEYS: dict[str, frozenset[str]] = {
-    "": frozenset(
-        {"seed", "alpha", "n_jobs", "steps", "roles", "data", "estimator", "nuisance", "screening", "overlap", "dml"}
-        | {"mediation", "sensitivity", "misclassification", "input", "labels", "paths", "evaluate", "report"}
-        | {"vision", "ray", "runner", "hydra", "estimand"}
-    ),
-    "roles": frozenset({"treatment", "outcome", "confounders", "modifiers", "mediator", "groups"}),
-    "screening": frozenset({"features", "alpha", "exclude", "max_levels"}),
-    "overlap": frozenset({"rule", "threshold", "weighting", "bins"}),
-    "dml": frozenset({"compare", "moderation", "plots", "clip"}),
-    "estimator.linear_dml": frozenset({"name", "fit_cate_intercept", *_RAY_KEYS}),
-    "estimator.causal_forest": frozenset({"name", *_FOREST_KEYS, *_RAY_KEYS}),
-    "nuisance": frozenset(
-        {"name", "folds", "n_jobs", "classifier", "regressor", "tune", "tune_folds", "tune_max_rows", "grid"}
-        | {"use_ray", "ray_remote_func_options"}
-        | {"candidates", "model_t", "model_y", "select_max_rows", "repeats", "repeats_max_rows", "cluster"}
-        | {"outcome_mode"}
-    ),
-    "nuisance.grid": frozenset({"classifier", "regressor"}),
-    "mediation": frozenset({"methods", "primary", "alpha", "n_boot", "cluster", "cov_type", "ml"}),
-    "mediation.ml": frozenset({"n_folds", "interaction", "control_value", "treat_value", "reuse_nuisance", "repeats"}),
-    "sensitivity": frozenset({"analyses", "alpha", "ovb", "dml", "refutations", "misclassification", "cluster"}),
-    "sensitivity.ovb": frozenset({"benchmark_covariates", "kd", "ky", "q", "plot"}),
-    "sensitivity.dml": frozenset({"c_y", "c_t", "rho", "null_hypothesis"}),
-    "sensitivity.refutations": frozenset({"kinds", "n_sims", "subset_fraction", "tolerance_se", "seed"}),
-    "sensitivity.misclassification": frozenset(
-        {"metrics_file", "level", "sensitivity", "specificity", "n_positive", "n_negative", "n_draws", "clip"}
-        | {"cluster", "enabled"}
-    ),
-    "data.table": frozenset(
-        {"name", "path", "images", "id_column", "max_lost_fraction", "outcome_derived", "query", "prepare"}
-    ),
-    # data.simulated / data.sample: these plus simulate_catalog's keyword arguments (see _simulator_keys).
-    "data.simulated": frozenset({"name", "prepare", "features_path", "seed", "outcome_derived", "query"}),
-    "data.prepare": frozenset(_PREPARE_KEYS),
-    "evaluate": frozenset({"iou_threshold", "score_threshold", "group_by", "feed_misclassification"}),
-    "paths": frozenset({"outputs", "annotations", "cache"}),
-}
-# Run by scripts/run_experiment.py before the causal steps (also registered in causal.pipeline.STEPS as no-ops).
-VISION_STEPS = ("annotate", "evaluate")
-
-
-def allowed_keys(node: str) -> frozenset[str]:
-    """Keys node ``node`` (``"sensitivity.ovb"``, ``"estimator.causal_forest"``, ``""`` for the top level) may hold:
-    :data:`KNOWN_KEYS` plus the keys the shipped YAML files set there."""
-    return KNOWN_KEYS.get(node, frozenset()) | _yaml_keys().get(node, frozenset())
-
-
-@functools.lru_cache(maxsize=1)
-def _yaml_keys() -> dict[str, frozenset[str]]:
-    """Keys set by conf/config.yaml and the causal groups' option files, per node; empty without a conf/ folder."""
-    import yaml  # PyYAML: a dependency of omegaconf
-
-    found: dict[str, set[str]] = {}
-
-    def collect(node: Any, where: str) -> None:
-        if isinstance(node, Mapping):
-            found.setdefault(where, set()).update(str(k) for k in node if k != "defaults")
-            for key, value in node.items():
-                if key != "defaults" and isinstance(value, Mapping):
-                    collect(value, _join(where, key))
-
-    main = CONF_DIR / "config.yaml"
-    if not main.is_file():
-        return {}
-    top = yaml.safe_load(main.read_text()) or {}
-    collect(top, "")
-    for entry in top.get("defaults") or []:
-        if isinstance(entry, Mapping):  # group choices (data: simulated, ...) are top-level nodes
-            found[""].update(str(k) for k in entry if not str(k).startswith("override"))
-    for group in ("data", "estimator", "nuisance", "mediation", "sensitivity"):
-        for path in sorted((CONF_DIR / group).glob("*.yaml")):
-            node = yaml.safe_load(path.read_text()) or {}
-            if group in ("data", "estimator"):
-                # Keys depend on the option: data.table vs the simulator's, each estimator's own parameters.
-                kind = str(node.get("name", path.stem))
-                kind = "simulated" if (group, kind) == ("data", "sample") else kind
-                found.setdefault(f"{group}.{kind}", set()).update(str(k) for k in node if k != "defaults")
-                for key, value in node.items():
-                    if isinstance(value, Mapping):
-                        collect(value, f"{group}.{key}")
-            else:
-                collect(node, group)
-    return {k: frozenset(v) for k, v in found.items()}
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work, found before any model is fitted.
-
-    Attributes
-    ----------
-    key : str
-        Full dotted key of the first problem (e.g. ``sensitivity.ovb.benchmark_covariates``).
-    problems : list of (str, str)
-        Every (key, message) found, in config order.
-    """
-
-    def __init__(self, problems: list[tuple[str, str]]):
-        self.problems = list(problems)
-        self.key = self.problems[0][0]
-        super().__init__("; ".join(f"config key {key}: {message}" for key, message in self.problems))
-
-
-class _Problems(list):
-    """Collects (key, message) pairs; one ConfigError at the end lists them all."""
-
-    def add(self, key: str, message: str) -> None:
-        self.append((key, message))
-
-    def unknown_keys(self, node: Any, allowed: Collection[str], where: str) -> None:
-        if not isinstance(node, Mapping):
-            if node is not None:
-                self.add(where, f"must be a mapping, got {node!r}")
-            return
-        for key in node:
-            if key not in allowed:
-                near = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
-                hint = f"did you mean {_join(where, near[0])}? " if near else ""
-                self.add(_join(where, key), f"unknown key; {hint}known: {', '.join(sorted(allowed))}")
-
-    def number(
-        self,
-        node: Mapping | None,
-        name: str,
-        where: str,
-        *,
-        low: float | None = None,
-        high: float | None = None,
-        open_low: bool = False,
-        open_high: bool = False,
-        integer: bool = False,
-    ) -> None:
-        """``node[name]``, when set (not null), is a number in the given interval (an integer if ``integer``)."""
-        value = (node or {}).get(name) if isinstance(node, Mapping) else None
-        if value is None:
-            return
-        key = _join(where, name)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or (integer and not float(value).is_integer())
-        ):
-            self.add(key, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
-            return
-        bad_low = low is not None and (value <= low if open_low else value < low)
-        bad_high = high is not None and (value >= high if open_high else value > high)
-        if bad_low or bad_high or (isinstance(value, float) and math.isnan(value)):
-            self.add(key, f"{value!r} is not in {_interval(low, high, open_low, open_high)}")
-
-    def choices(self, values: Any, allowed: Iterable[str], key: str, what: str) -> list[str]:
-        """``values`` (one name or a list) are all in ``allowed``; returns the list."""
-        values = [values] if isinstance(values, str) else list(values or [])
-        allowed = list(allowed)
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            near = [m for v in bad for m in difflib.get_close_matches(str(v), allowed, n=1, cutoff=0.6)]
-            hint = f" (did you mean {', '.join(near)}?)" if near else ""
-            self.add(key, f"unknown {what} {bad}{hint}; choose from {allowed}")
-        return values
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def _interval(low: float | None, high: float | None, open_low: bool, open_high: bool) -> str:
-    left = "(" if open_low or low is None else "["
-    right = ")" if open_high or high is None else "]"
-    return f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+from causal.config_keys import (  # noqa: F401  (re-exported: the key lists' public home was this module)
+    ANALYSES,
+    CONF_DIR,
+    DEFAULT_ANALYSES,
+    KNOWN_KEYS,
+    MEDIATION_METHODS,
+    MISSING,
+    MISSING_POLICIES,
+    OVERLAP_RULES,
+    OVERLAP_WEIGHTINGS,
+    REFUTATIONS,
+    VISION_STEPS,
+    allowed_keys,
+)
+from causal.config_problems import ConfigError, _join, _Problems
+from causal.dml import ESTIMATORS
 
 
 # ------------------------------------------------------------------------------------------------------- entry points
@@ -519,32 +346,39 @@ def _check_sensitivity(plain: Mapping, steps: list[str], problems: _Problems) ->
     analyses = problems.choices(sens.get("analyses") or DEFAULT_ANALYSES, ANALYSES, "sensitivity.analyses", "analysis")
     problems.number(sens, "alpha", "sensitivity", low=0, high=1, open_low=True, open_high=True)
     if "ovb" in analyses and isinstance(sens.get("ovb"), Mapping):
-        ovb = sens["ovb"]
-        roles = plain.get("roles") if isinstance(plain.get("roles"), Mapping) else {}
-        confounders = roles.get("confounders") or []
-        confounders = [confounders] if isinstance(confounders, str) else list(confounders)
-        absent = [b for b in ovb.get("benchmark_covariates") or [] if b not in confounders]
-        if absent:
-            problems.add(
-                "sensitivity.ovb.benchmark_covariates",
-                f"{absent} are not confounders (roles.confounders: {confounders})",
-            )
-        problems.number(ovb, "q", "sensitivity.ovb", low=0, open_low=True)
-        for key in ("kd", "ky"):
-            for i, value in enumerate(ovb.get(key) or []):
-                problems.number({f"{key}[{i}]": value}, f"{key}[{i}]", "sensitivity.ovb", low=0, open_low=True)
+        _check_ovb(sens["ovb"], plain.get("roles"), problems)
     if "dml" in analyses and isinstance(sens.get("dml"), Mapping):
         for key in ("c_y", "c_t"):
             problems.number(sens["dml"], key, "sensitivity.dml", low=0, high=1, open_high=True)
         problems.number(sens["dml"], "rho", "sensitivity.dml", low=-1, high=1)
     if "refutations" in analyses and isinstance(sens.get("refutations"), Mapping):
-        ref = sens["refutations"]
-        problems.choices(ref.get("kinds") or REFUTATIONS, REFUTATIONS, "sensitivity.refutations.kinds", "kind(s)")
-        problems.number(ref, "n_sims", "sensitivity.refutations", low=1, integer=True)
-        problems.number(ref, "subset_fraction", "sensitivity.refutations", low=0, high=1, open_low=True, open_high=True)
-        problems.number(ref, "tolerance_se", "sensitivity.refutations", low=0, open_low=True)
+        _check_refutations(sens["refutations"], problems)
     if "misclassification" in analyses:
         _check_misclassification(plain, steps, problems)
+
+
+def _check_ovb(ovb: Mapping, roles: Any, problems: _Problems) -> None:
+    """Benchmark covariates must be confounders (checked here, not after DML); bounds must be positive."""
+    roles = roles if isinstance(roles, Mapping) else {}
+    confounders = roles.get("confounders") or []
+    confounders = [confounders] if isinstance(confounders, str) else list(confounders)
+    absent = [b for b in ovb.get("benchmark_covariates") or [] if b not in confounders]
+    if absent:
+        problems.add(
+            "sensitivity.ovb.benchmark_covariates",
+            f"{absent} are not confounders (roles.confounders: {confounders})",
+        )
+    problems.number(ovb, "q", "sensitivity.ovb", low=0, open_low=True)
+    for key in ("kd", "ky"):
+        for i, value in enumerate(ovb.get(key) or []):
+            problems.number({f"{key}[{i}]": value}, f"{key}[{i}]", "sensitivity.ovb", low=0, open_low=True)
+
+
+def _check_refutations(ref: Mapping, problems: _Problems) -> None:
+    problems.choices(ref.get("kinds") or REFUTATIONS, REFUTATIONS, "sensitivity.refutations.kinds", "kind(s)")
+    problems.number(ref, "n_sims", "sensitivity.refutations", low=1, integer=True)
+    problems.number(ref, "subset_fraction", "sensitivity.refutations", low=0, high=1, open_low=True, open_high=True)
+    problems.number(ref, "tolerance_se", "sensitivity.refutations", low=0, open_low=True)
 
 
 def _check_misclassification(plain: Mapping, steps: list[str], problems: _Problems) -> None:
