@@ -248,11 +248,12 @@ def test_every_plot_draws_labels_with_dollars_literally(tmp_path):
 # ------------------------------------------------------------------------------------------- 5,000-level modifier
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_5000_level_modifier_and_group_finishes_within_a_minute_with_a_small_report(tmp_path):
-    """The issue's case: a 5,000-level column as modifier and group at the simulator's default size (20,000 rows)
-    ran the moderation regression for over 11 minutes and wrote a 16 MB report."""
+def test_a_5000_level_modifier_and_group_is_pooled_before_the_regression_with_a_small_report(tmp_path):
+    """A 5,000-level column as modifier and group at the simulator's default size (20,000 rows) once ran the
+    moderation regression on 5,000 dummies for over 11 minutes and wrote a 16 MB report. What made it slow is
+    checked here (no per-level interactions, pooled groups, small files); its time is measured by
+    scripts/bench_causal.py, not asserted in a test (a shared machine makes wall time meaningless)."""
     import json
-    import time
 
     from hydra import compose, initialize_config_dir
 
@@ -272,10 +273,7 @@ def test_a_5000_level_modifier_and_group_finishes_within_a_minute_with_a_small_r
     ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    start = time.perf_counter()
     results = run(cfg, tmp_path / "out")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"{elapsed:.1f} s"
     # ~4 rows per shop: every level is under data.prepare.min_level_count, so all pool into "other".
     assert [r["level"] for r in results["cate_by_group"]["shop"]] == ["other"]
     mod = results["moderation"]["shop"]
