@@ -194,3 +194,18 @@ def test_name_lists_match_the_modules():
     assert tuple(mediation.MEDIATION_METHODS) == validate.MEDIATION_METHODS
     assert validate.OVERLAP_RULES == overlap.RULES and validate.OVERLAP_WEIGHTINGS == overlap.WEIGHTINGS
     assert validate.MISSING_POLICIES == data.MISSING_POLICIES
+
+
+def test_overlap_defaults_in_code_are_the_shipped_config():
+    """The library's defaults (diagnose, trim_mask, from_config) are the values conf/config.yaml ships, so a caller
+    of the library and a user of the command get the same trimming rule."""
+    import inspect
+
+    from causal import overlap
+
+    shipped = OmegaConf.to_container(_compose([]).overlap)
+    assert overlap.from_config({}) == overlap.from_config(shipped) == shipped
+    params = inspect.signature(overlap.diagnose).parameters
+    assert {k: params[k].default for k in shipped} == shipped
+    trim = inspect.signature(overlap.trim_mask).parameters
+    assert (trim["rule"].default, trim["threshold"].default) == (shipped["rule"], shipped["threshold"])
