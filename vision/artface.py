@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vision.detect import FaceDetections
+from vision.detector_base import FaceDetections, FaceDetector, check_probability
 from vision.yunet import YuNetDetector, nms
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def unrotate(dets: FaceDetections, degrees: int, shape: tuple[int, int]) -> Face
     return FaceDetections(boxes.astype(np.float32), np.asarray(dets.probs), points.astype(np.float32))
 
 
-class ArtFaceDetector:
+class ArtFaceDetector(FaceDetector):
     """YuNet proposals re-scored and re-boxed by :class:`ArtNet` (see the module docstring).
 
     Parameters
@@ -231,17 +231,17 @@ class ArtFaceDetector:
         self.weights_path = weights_path
         self.device = device
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()  # the YuNet member rebuilds its cv2 network itself
-        return state
+    def _check_params(self) -> None:
+        check_probability(self.min_prob, "min_prob")
+        if not 0.0 <= self.proposal_min_prob < 1.0:
+            raise ValueError(f"vision.detector.proposal_min_prob must be in [0, 1), got {self.proposal_min_prob!r}")
+        rotations = [int(r) % 360 for r in self.rotations]
+        if not rotations or any(r % 90 for r in rotations):
+            raise ValueError(f"vision.detector.rotations must be multiples of 90 degrees, got {self.rotations!r}")
 
     def _build(self) -> None:
         if getattr(self, "net_", None) is not None:
             return
-        if not 0.0 <= self.min_prob <= 1.0:
-            raise ValueError(f"vision.detector.min_prob must be in [0, 1], got {self.min_prob!r}")
-        if not 0.0 <= self.proposal_min_prob < 1.0:
-            raise ValueError(f"vision.detector.proposal_min_prob must be in [0, 1), got {self.proposal_min_prob!r}")
         path = Path(self.weights_path).expanduser() if self.weights_path is not None else DEFAULT_WEIGHTS
         if not path.is_file():
             raise FileNotFoundError(f"vision.detector.weights_path: no artface weights at {path}")
@@ -255,12 +255,8 @@ class ArtFaceDetector:
         )
         log.info("artface: YuNet proposals + %s (%s)", path.name, self.meta_.get("data", "?"))
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[FaceDetections]:
-        """Detect faces in each upright RGB uint8 image; one :class:`FaceDetections` per image, scores descending."""
-        self._build()
+    def _detect_batch(self, images: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[FaceDetections]:
         rotations = [int(r) % 360 for r in self.rotations]
-        if not rotations or any(r % 90 for r in rotations):
-            raise ValueError(f"vision.detector.rotations must be multiples of 90 degrees, got {self.rotations!r}")
         per_rotation = []
         for r in dict.fromkeys(rotations):
             turned = [np.ascontiguousarray(np.rot90(img, r // 90)) for img in images]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
+from vision.detector_base import FaceDetections, FaceDetector
 from vision.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -49,40 +49,7 @@ _MASKED = -1.0e9
 _CROP_CHUNK = 512
 
 
-@dataclass(frozen=True)
-class FaceDetections:
-    """The faces found in one image.
-
-    Attributes
-    ----------
-    boxes : np.ndarray
-        (n, 4) float32 ``x1, y1, x2, y2`` in the pixels of the image given to the detector, clipped to the image
-        (x2/y2 are the right/bottom edges, so ``x2 - x1`` is the box width).
-    probs : np.ndarray
-        (n,) float32 O-net face probabilities in [0, 1], in descending order.
-    landmarks : np.ndarray
-        (n, 5, 2) float32 ``(x, y)`` in the same pixels: left eye, right eye, nose, mouth left, mouth right. Not
-        clipped (a landmark of a face cut by the border may lie outside the image).
-    """
-
-    boxes: np.ndarray
-    probs: np.ndarray
-    landmarks: np.ndarray
-
-    @classmethod
-    def empty(cls) -> FaceDetections:
-        """No face: zero rows with the usual shapes and dtypes."""
-        return cls(
-            boxes=np.zeros((0, 4), dtype=np.float32),
-            probs=np.zeros((0,), dtype=np.float32),
-            landmarks=np.zeros((0, 5, 2), dtype=np.float32),
-        )
-
-    def __len__(self) -> int:
-        return int(self.probs.shape[0])
-
-
-class MTCNNDetector:
+class MTCNNDetector(FaceDetector):
     """facenet-pytorch MTCNN on batches of upright RGB images of any sizes.
 
     Parameters
@@ -134,26 +101,7 @@ class MTCNNDetector:
         self.batch_size = batch_size
         self.device = device
 
-    # ----------------------------------------------------------------------------------------------------------------
-    # Public API
-    # ----------------------------------------------------------------------------------------------------------------
-
-    def detect(self, images: Sequence[np.ndarray]) -> list[FaceDetections]:
-        """Detect faces in each image.
-
-        Parameters
-        ----------
-        images : sequence of np.ndarray
-            Upright RGB uint8 arrays of shape (H, W, 3), any sizes and aspect ratios.
-
-        Returns
-        -------
-        list of FaceDetections
-            One per input, in order; boxes and landmarks in the input's pixels.
-        """
-        self._check_params()
-        shapes = [_check_image(img, k) for k, img in enumerate(images)]
-        self._build()
+    def _detect_batch(self, images: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[FaceDetections]:
         results: list[FaceDetections | None] = [None] * len(shapes)
         targets = [self._target_size(h, w) for h, w in shapes]
         # Group images of the same orientation and similar size so the shared canvas wastes little.
@@ -344,15 +292,6 @@ class MTCNNDetector:
 # --------------------------------------------------------------------------------------------------------------------
 # Helpers (tensor code; facenet-pytorch's detect_face conventions, including its 1-based crop offsets)
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _check_image(image: np.ndarray, k: int) -> tuple[int, int]:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        desc = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}".strip()
-        raise ValueError(f"MTCNNDetector.detect: image {k} must be an (H, W, 3) uint8 RGB array, got {desc}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"MTCNNDetector.detect: image {k} is empty (shape {image.shape})")
-    return int(image.shape[0]), int(image.shape[1])
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

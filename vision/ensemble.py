@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vision.detect import FaceDetections
+from vision.detector_base import FaceDetections, FaceDetector
 from vision.yunet import nms
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 FUSIONS = ("wbf", "nms")
 
 
-class EnsembleDetector:
+class EnsembleDetector(FaceDetector):
     """Run several face detectors on the same images and merge their faces.
 
     Parameters
@@ -82,23 +82,9 @@ class EnsembleDetector:
         self.detection_size = detection_size
         self.device = device
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[FaceDetections]:
-        """Detect faces with every member and fuse them per image.
-
-        Parameters
-        ----------
-        images : sequence of np.ndarray
-            Upright RGB uint8 arrays of shape (H, W, 3).
-
-        Returns
-        -------
-        list of FaceDetections
-            One per input: fused boxes (n, 4) and landmarks (n, 5, 2) in the input's pixels, fused scores (n,) in
-            descending order, at least ``min_prob``.
-        """
-        weights = self._check_params()
-        self._build()
-        images = list(images)
+    def _detect_batch(self, images: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[FaceDetections]:
+        """Every member's faces fused per image: scores descending and at least ``min_prob``."""
+        weights = self._weights()
         per_member = [member.detect(images) for member in self.detectors_]
         fuse = weighted_box_fusion if self.fusion == "wbf" else nms_fusion
         out = []
@@ -108,7 +94,11 @@ class EnsembleDetector:
             out.append(FaceDetections(fused.boxes[keep], fused.probs[keep], fused.landmarks[keep]))
         return out
 
-    def _check_params(self) -> np.ndarray:
+    def _weights(self) -> np.ndarray:
+        n = len(self.detectors)
+        return np.ones(n) if self.weights is None else np.asarray(list(self.weights), dtype=float)
+
+    def _check_params(self) -> None:
         key = "vision.detector"
         if isinstance(self.detectors, (str, bytes, Mapping)) or len(self.detectors) < 1:
             raise ValueError(f"{key}.detectors must be a non-empty list of detectors or detector configs")
@@ -119,10 +109,9 @@ class EnsembleDetector:
         if not 0.0 <= self.min_prob <= 1.0:
             raise ValueError(f"{key}.min_prob must be in [0, 1], got {self.min_prob!r}")
         n = len(self.detectors)
-        weights = np.ones(n) if self.weights is None else np.asarray(list(self.weights), dtype=float)
+        weights = self._weights()
         if weights.shape != (n,) or not np.all(weights > 0):
             raise ValueError(f"{key}.weights must be {n} positive numbers (one per detector), got {self.weights!r}")
-        return weights
 
     def _build(self) -> None:
         if getattr(self, "detectors_", None) is not None:

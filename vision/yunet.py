@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torchvision
 
-from vision.detect import FaceDetections
+from vision.detector_base import FaceDetections, FaceDetector
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def find_yunet_model() -> Path:
     )
 
 
-class YuNetDetector:
+class YuNetDetector(FaceDetector):
     """OpenCV's YuNet face detector on lists of upright RGB images of any sizes.
 
     Parameters
@@ -121,29 +121,7 @@ class YuNetDetector:
         self.model_path = model_path
         self.device = device
 
-    def __getstate__(self) -> dict[str, Any]:
-        # cv2.FaceDetectorYN does not pickle; a worker process or Ray actor rebuilds it on its first detect().
-        state = self.__dict__.copy()
-        state.pop("detector_", None)
-        return state
-
-    def detect(self, images: Sequence[np.ndarray]) -> list[FaceDetections]:
-        """Detect faces in each image.
-
-        Parameters
-        ----------
-        images : sequence of np.ndarray
-            Upright RGB uint8 arrays of shape (H, W, 3), any sizes and aspect ratios.
-
-        Returns
-        -------
-        list of FaceDetections
-            One per input, in order; boxes (n, 4) x1y1x2y2 and landmarks (n, 5, 2) in the input's pixels, probs
-            (n,) YuNet scores in descending order.
-        """
-        self._check_params()
-        shapes = [_check_image(img, k) for k, img in enumerate(images)]
-        self._build()
+    def _detect_batch(self, images: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[FaceDetections]:
         return [self._detect_one(img, shape) for img, shape in zip(images, shapes, strict=True)]
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -275,12 +253,3 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     scores_t = torch.as_tensor(np.asarray(scores, dtype=np.float64).reshape(-1))
     return torchvision.ops.nms(boxes_t, scores_t, float(iou_threshold)).numpy().astype(np.int64)
-
-
-def _check_image(image: np.ndarray, k: int) -> tuple[int, int]:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        desc = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}".strip()
-        raise ValueError(f"YuNetDetector.detect: image {k} must be an (H, W, 3) uint8 RGB array, got {desc}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"YuNetDetector.detect: image {k} is empty (shape {image.shape})")
-    return int(image.shape[0]), int(image.shape[1])
