@@ -323,10 +323,10 @@ STEPS: dict[str, StepFn] = {
     "screening": step_screening,
     "overlap": step_overlap,
     "dml": step_dml,
-    # Issue 5: each module provides run_step(ctx: RunContext) -> dict, stored under results[<step>].
+    # Each module provides run_step(ctx: RunContext) -> dict, stored under results[<step>].
     "mediation": _external("causal.mediation:run_step"),
     "sensitivity": _external("causal.sensitivity:run_step"),
-    # Issue 6: vision steps (run by scripts/run_experiment.py before the data) and report.html (after the results).
+    # Vision steps (run by causal.experiment before the data, through injected stages) and report.html (after).
     "annotate": _orchestrated("annotate"),
     "evaluate": _orchestrated("evaluate"),
     "report": _orchestrated("report"),

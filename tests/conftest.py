@@ -21,8 +21,7 @@ def repo_root() -> Path:
 def astronaut() -> np.ndarray:
     """A real photograph with one frontal face (NASA, public domain), shipped in scikit-image's and our sample."""
     candidates = sorted(SAMPLE.glob("images/**/skimage_astronaut.png"))
-    if not candidates:
-        pytest.skip("assets_sample/ has no skimage_astronaut.png")
+    assert candidates, "assets_sample/ lost skimage_astronaut.png (a shipped test image)"
     return np.asarray(Image.open(candidates[0]).convert("RGB"))
 
 

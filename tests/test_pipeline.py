@@ -41,7 +41,7 @@ def _compose(overrides=(), hydra_cfg=False):
 def test_default_config_composes():
     cfg = _compose(hydra_cfg=True)
     assert cfg.data.name == "simulated" and cfg.estimator.name == "causal_forest"
-    # Learner choice by out-of-fold loss is the default (issue 14); nuisance=xgboost_grid keeps the tuned XGBoost.
+    # Learner choice by out-of-fold loss is the default; nuisance=xgboost_grid keeps the tuned XGBoost.
     assert cfg.nuisance.name == "auto" and "constant" in cfg.nuisance.candidates and cfg.estimand == "ate"
     assert list(cfg.steps) == ["screening", "overlap", "dml"]
     assert cfg.roles.treatment == "face_present" and list(cfg.roles.modifiers) == ["genre", "country"]

@@ -124,8 +124,7 @@ def ray_local():
 @pytest.fixture(scope="module")
 def sample_folder(tmp_path_factory) -> Path:
     """The sample plus two undecodable files whose names sort among the key art (errors inside batches)."""
-    if not any(SAMPLE.rglob("*.jpg")):
-        pytest.skip("assets_sample/images is missing")
+    assert any(SAMPLE.rglob("*.jpg")), "assets_sample/images is missing (shipped with the repository)"
     root = tmp_path_factory.mktemp("sample") / "images"
     shutil.copytree(SAMPLE, root)
     (root / "keyart" / "keyart_05_zero_bytes.jpg").write_bytes(b"")

@@ -1,4 +1,4 @@
-"""Issue 11, table side: real inputs never break a run late or leave wrong rows.
+"""Real tables never break a run late or leave wrong rows.
 
 `NA` strings are data unless `data.na_values` says otherwise, non-finite covariates are refused before any model,
 `data.query` is parsed (never evaluated as code), labels with `$` plot, high-cardinality modifiers pool rare levels,
