@@ -149,6 +149,65 @@ def table_row(name: str, result: dict, domain_column: str, images_per_second: fl
     return row
 
 
+def _variant_names(cfg: DictConfig) -> tuple[list[str], str]:
+    """The variants to run, the reference first; exits naming the key on a bad choice."""
+    names = list(cfg.only) if cfg.only else list(cfg.variants)
+    unknown = [n for n in names if n not in cfg.variants]
+    if unknown:
+        sys.exit(f"only: unknown variant(s) {unknown}; known: {list(cfg.variants)}")
+    reference = cfg.reference or names[0]
+    if reference not in names:
+        sys.exit(f"reference={reference}: not among the variants run {names}")
+    return [reference, *[n for n in names if n != reference]], reference
+
+
+def _evaluate_variant(vcfg: DictConfig, labels: pd.DataFrame, faces: pd.DataFrame, ids: list[str], group_by: list):
+    """AP over the full curve and the operating point, against the boxes as drawn and rescaled to the detector's."""
+    threshold = vcfg.score_threshold if vcfg.score_threshold is not None else vcfg.vision.detector.min_prob
+    options = {"image_ids": ids, "iou_threshold": vcfg.iou_threshold, "score_threshold": threshold}
+    result = evaluate_detections(labels, faces, group_by=group_by, **options)
+    # Box-convention-fair: the same evaluation against labels rescaled to this detector's box size.
+    rescaled_labels, fits = rescale_fitted(labels[labels["image_id"].isin(ids)], faces, score_threshold=threshold)
+    rescaled = evaluate_detections(rescaled_labels, faces, group_by=group_by, **options)
+    result["rescaled"] = {"box_scale": fits, **strip_curves(rescaled)}
+    result["detector"] = OmegaConf.to_container(vcfg.vision.detector, resolve=True)
+    return result, rescaled, rescaled_labels
+
+
+def _intervals(name, row, ref_row, boot, reference) -> list[dict]:
+    """Bootstrap percentile intervals of each AP of ``name`` and, against the reference, of the paired difference."""
+    out = []
+    for key in boot[name]:
+        base = key[2:] if key.startswith("r_") else key
+        column = ("r_" if key.startswith("r_") else "") + ("AP50" if base == "all" else f"AP50_{base}")
+        lo, hi = np.nanpercentile(boot[name][key], [2.5, 97.5])
+        interval = {"detector": name, "AP": column, "estimate": row[column], "ci_low": lo, "ci_high": hi}
+        if name != reference and key in boot.get(reference, {}):
+            dlo, dhi = np.nanpercentile(boot[name][key] - boot[reference][key], [2.5, 97.5])
+            interval.update({f"minus_{reference}": row[column] - ref_row[column], "diff_low": dlo, "diff_high": dhi})
+        out.append(interval)
+    return out
+
+
+def _print_tables(cfg: DictConfig, table: pd.DataFrame, intervals: list[dict], n_images: int, reference: str, out):
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
+        print(f"{n_images} labeled images; AP at IoU 0.5 over the full PR curve; P/R and image-level rates at")
+        print(
+            f"each detector's operating threshold (thr); img/s = detection only, on {resolve_device('auto')} with "
+            f"{cv2.getNumThreads()} thread(s)"
+        )
+        print(table.to_string(index=False))
+        if intervals:
+            ci = pd.DataFrame(intervals)
+            ci.to_csv(out / "ap_intervals.csv", index=False)
+            print(
+                f"\nAP@0.5 95% bootstrap intervals ({cfg.bootstrap} resamples of the images within each "
+                f"{cfg.domain_column}; differences paired, against {reference}):"
+            )
+            print(ci.to_string(index=False))
+    print(f"wrote comparison.csv, ap_intervals.csv, metrics_<variant>.json, detections_<variant>.csv to {out}")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compare_detectors")
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -158,14 +217,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(f"labels: {err}")
     if not cfg.images or not Path(cfg.images).is_dir():
         sys.exit(f"images={cfg.images}: not a folder")
-    names = list(cfg.only) if cfg.only else list(cfg.variants)
-    unknown = [n for n in names if n not in cfg.variants]
-    if unknown:
-        sys.exit(f"only: unknown variant(s) {unknown}; known: {list(cfg.variants)}")
-    reference = cfg.reference or names[0]
-    if reference not in names:
-        sys.exit(f"reference={reference}: not among the variants run {names}")
-    names = [reference, *[n for n in names if n != reference]]
+    names, reference = _variant_names(cfg)
     # The same thread count for torch (MTCNN) and OpenCV (YuNet), so speeds compare like for like;
     # vision.num_threads=1 gives per-core speeds, which a shared machine disturbs least.
     cv2.setNumThreads(configure_threads(cfg.vision.get("num_threads")))
@@ -182,73 +234,25 @@ def main(cfg: DictConfig) -> None:
         size = vcfg.vision.get("max_long_side")
         if size not in decoded_by_size:
             decoded_by_size[size] = decode_all(Path(cfg.images), label_ids, vcfg.vision)
-        decoded = decoded_by_size[size]
-        faces, ips = run_variant(vcfg, decoded, cfg.repeats)
-        threshold = vcfg.score_threshold if vcfg.score_threshold is not None else vcfg.vision.detector.min_prob
-        result = evaluate_detections(
-            labels,
-            faces,
-            image_ids=list(decoded),
-            iou_threshold=vcfg.iou_threshold,
-            score_threshold=threshold,
-            group_by=group_by,
-        )
-        # Box-convention-fair: the same evaluation against labels rescaled to this detector's box size.
-        rescaled_labels, fits = rescale_fitted(
-            labels[labels["image_id"].isin(list(decoded))], faces, score_threshold=threshold
-        )
-        rescaled = evaluate_detections(
-            rescaled_labels,
-            faces,
-            image_ids=list(decoded),
-            iou_threshold=vcfg.iou_threshold,
-            score_threshold=threshold,
-            group_by=group_by,
-        )
-        result["rescaled"] = {"box_scale": fits, **strip_curves(rescaled)}
-        result["detector"] = OmegaConf.to_container(vcfg.vision.detector, resolve=True)
-        result["overrides"] = list(cfg.variants[name])
-        result["images_per_second"] = ips
+        ids = list(decoded_by_size[size])
+        faces, ips = run_variant(vcfg, decoded_by_size[size], cfg.repeats)
+        result, rescaled, rescaled_labels = _evaluate_variant(vcfg, labels, faces, ids, group_by)
+        result.update(overrides=list(cfg.variants[name]), images_per_second=ips)
         faces.to_csv(out / f"detections_{name}.csv", index=False)
         (out / f"metrics_{name}.json").write_text(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
         row = table_row(name, result, cfg.domain_column, ips, rescaled)
         if cfg.bootstrap:
             # AP against the boxes as drawn and against the rescaled boxes (keys "r_..."), on the same resamples.
-            boot[name] = bootstrap_ap(labels, faces, list(decoded), domains, int(cfg.bootstrap), int(cfg.seed))
-            rboot = bootstrap_ap(rescaled_labels, faces, list(decoded), domains, int(cfg.bootstrap), int(cfg.seed))
+            boot[name] = bootstrap_ap(labels, faces, ids, domains, int(cfg.bootstrap), int(cfg.seed))
+            rboot = bootstrap_ap(rescaled_labels, faces, ids, domains, int(cfg.bootstrap), int(cfg.seed))
             boot[name].update({f"r_{k}": v for k, v in rboot.items()})
             ref_row = row if name == reference else next(r for r in rows if r["detector"] == reference)
-            for key in boot[name]:
-                base = key[2:] if key.startswith("r_") else key
-                column = ("r_" if key.startswith("r_") else "") + ("AP50" if base == "all" else f"AP50_{base}")
-                lo, hi = np.nanpercentile(boot[name][key], [2.5, 97.5])
-                interval = {"detector": name, "AP": column, "estimate": row[column], "ci_low": lo, "ci_high": hi}
-                if name != reference and key in boot.get(reference, {}):
-                    dlo, dhi = np.nanpercentile(boot[name][key] - boot[reference][key], [2.5, 97.5])
-                    interval.update(
-                        {f"minus_{reference}": row[column] - ref_row[column], "diff_low": dlo, "diff_high": dhi}
-                    )
-                intervals.append(interval)
+            intervals += _intervals(name, row, ref_row, boot, reference)
         rows.append(row)
         print(f"{name}: AP50 {result['ap50']:.3f}, {ips:.2f} images/s", file=sys.stderr)
     table = pd.DataFrame(rows)
     table.to_csv(out / "comparison.csv", index=False)
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
-        print(f"{len(label_ids)} labeled images; AP at IoU 0.5 over the full PR curve; P/R and image-level rates at")
-        print(
-            f"each detector's operating threshold (thr); img/s = detection only, on {resolve_device('auto')} with "
-            f"{cv2.getNumThreads()} thread(s)"
-        )
-        print(table.to_string(index=False))
-        if intervals:
-            ci = pd.DataFrame(intervals)
-            ci.to_csv(out / "ap_intervals.csv", index=False)
-            print(
-                f"\nAP@0.5 95% bootstrap intervals ({cfg.bootstrap} resamples of the images within each "
-                f"{cfg.domain_column}; differences paired, against {reference}):"
-            )
-            print(ci.to_string(index=False))
-    print(f"wrote comparison.csv, ap_intervals.csv, metrics_<variant>.json, detections_<variant>.csv to {out}")
+    _print_tables(cfg, table, intervals, len(label_ids), reference, out)
 
 
 if __name__ == "__main__":
