@@ -77,16 +77,28 @@ def run_ours(cfg) -> dict:
     }
 
 
+def _grid_search(nuis: dict, kind: str, seed: int, n_jobs: int, inside_econml: bool):
+    """The naive chain's tuned learner: a grid search over the nuisance grid of ``kind``."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from causal.nuisance import make_classifier, make_regressor
+
+    base = (make_classifier if kind == "classifier" else make_regressor)(nuis[kind], seed=seed, n_jobs=n_jobs)
+    # Inside EconML the searcher's cv is replaced by EconML's own cross-fitting folds (SklearnCVSelector).
+    cv = None if inside_econml else StratifiedKFold(int(nuis["tune_folds"]), shuffle=True, random_state=seed)
+    scoring = "neg_log_loss" if kind == "classifier" else "neg_mean_squared_error"
+    return GridSearchCV(base, nuis["grid"][kind], cv=cv, scoring=scoring, n_jobs=1)
+
+
 def run_naive(cfg) -> dict:
     """The same library calls, composed the obvious way: every step fits and tunes its own nuisances on all rows."""
     import numpy as np
     import pandas as pd
     from econml.dml import CausalForestDML, LinearDML
     from sklearn.base import clone
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from causal import dml, overlap
-    from causal.nuisance import make_classifier, make_regressor
     from causal.pipeline import build_dataset, to_plain
     from causal.screening import screen_features
 
@@ -100,12 +112,8 @@ def run_naive(cfg) -> dict:
     features = pd.concat([ds.W, ds.X[[c for c in ds.X.columns if c not in ds.W.columns]]], axis=1)
     feats = features.to_numpy(dtype=np.float32)
 
-    def search(kind: str, inside_econml: bool = True) -> GridSearchCV:
-        base = (make_classifier if kind == "classifier" else make_regressor)(nuis[kind], seed=seed, n_jobs=nj)
-        # Inside EconML the searcher's cv is replaced by EconML's own cross-fitting folds (SklearnCVSelector).
-        cv = None if inside_econml else StratifiedKFold(int(nuis["tune_folds"]), shuffle=True, random_state=seed)
-        scoring = "neg_log_loss" if kind == "classifier" else "neg_mean_squared_error"
-        return GridSearchCV(base, nuis["grid"][kind], cv=cv, scoring=scoring, n_jobs=1)
+    def search(kind: str, inside_econml: bool = True):
+        return _grid_search(nuis, kind, seed, nj, inside_econml)
 
     t0 = time.perf_counter()
     screen_features(ds.frame, ds.roles.outcome, alpha=float(cfg.alpha), exclude=list(cfg.data.outcome_derived or []))
@@ -210,52 +218,41 @@ def main() -> None:
         child(args.child, args.n, args.n_jobs, args.override, args.record)
         return
 
-    records = []
-    for n in args.sizes:
-        for variant in args.variants:
-            with tempfile.TemporaryDirectory() as tmp:
-                record_path = Path(tmp) / "record.json"
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    variant,
-                    "--n",
-                    str(n),
-                    "--n-jobs",
-                    str(args.n_jobs),
-                    "--record",
-                    str(record_path),
-                ]
-                for extra in args.override:
-                    cmd += ["--override", extra]
-                print(f"n={n:>9,d} {variant:5s} ...", end=" ", flush=True)
-                start = time.perf_counter()
-                try:
-                    proc = subprocess.run(
-                        cmd,
-                        cwd=REPO,
-                        timeout=args.timeout,
-                        capture_output=True,
-                        text=True,
-                        env={**os.environ, "PYTHONHASHSEED": "0"},
-                        check=False,
-                    )
-                except subprocess.TimeoutExpired:
-                    print(f"timed out after {args.timeout:.0f}s")
-                    records.append({"variant": variant, "n": n, "timed_out": True, "seconds_total": args.timeout})
-                    continue
-                if proc.returncode != 0:
-                    print("failed\n" + proc.stderr[-3000:])
-                    records.append({"variant": variant, "n": n, "failed": True})
-                    continue
-                rec = json.loads(record_path.read_text())
-                print(
-                    f"{time.perf_counter() - start:.0f}s wall, chain {rec['seconds_chain']:.1f}s, "
-                    f"peak {rec['peak_rss_mb']:.0f} MB"
-                )
-                records.append(rec)
+    records = [_run_child(args, n, variant) for n in args.sizes for variant in args.variants]
+    _print_records(records)
+    _print_ratios(records, args.sizes)
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=2))
 
+
+def _run_child(args: argparse.Namespace, n: int, variant: str) -> dict:
+    """One (size, variant) run in a fresh process (so peak RSS is its own); its record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        record_path = Path(tmp) / "record.json"
+        cmd = [sys.executable, __file__, "--child", variant, "--n", str(n), "--n-jobs", str(args.n_jobs)]
+        cmd += ["--record", str(record_path)]
+        for extra in args.override:
+            cmd += ["--override", extra]
+        print(f"n={n:>9,d} {variant:5s} ...", end=" ", flush=True)
+        start = time.perf_counter()
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        try:
+            proc = subprocess.run(
+                cmd, cwd=REPO, timeout=args.timeout, capture_output=True, text=True, env=env, check=False
+            )
+        except subprocess.TimeoutExpired:
+            print(f"timed out after {args.timeout:.0f}s")
+            return {"variant": variant, "n": n, "timed_out": True, "seconds_total": args.timeout}
+        if proc.returncode != 0:
+            print("failed\n" + proc.stderr[-3000:])
+            return {"variant": variant, "n": n, "failed": True}
+        rec = json.loads(record_path.read_text())
+    wall = time.perf_counter() - start
+    print(f"{wall:.0f}s wall, chain {rec['seconds_chain']:.1f}s, peak {rec['peak_rss_mb']:.0f} MB")
+    return rec
+
+
+def _print_records(records: list[dict]) -> None:
     print()
     header = (
         f"{'n':>10} {'variant':8} {'chain s':>9} {'data s':>8} {'peak MB':>9} {'ATE forest':>11} {'ATE linear':>11} "
@@ -270,22 +267,25 @@ def main() -> None:
             f"{r['peak_rss_mb']:>9.0f} {r['ate']:>11.5f} {r['ate_linear_dml']:>11.5f} {r['truth']:>9.5f}"
         )
     print()
-    for n in args.sizes:
+
+
+def _print_ratios(records: list[dict], sizes: list[int]) -> None:
+    """Naive over ours, in the same run: time and peak memory per size."""
+    for n in sizes:
         by = {r["variant"]: r for r in records if r["n"] == n}
         ours, naive = by.get("ours"), by.get("naive")
-        if ours and naive and "seconds_chain" in ours:
-            if naive.get("timed_out"):
-                print(
-                    f"n={n:,d}: naive did not finish in {naive['seconds_total']:.0f}s; "
-                    f"speed-up > {naive['seconds_total'] / ours['seconds_chain']:.1f}x"
-                )
-            elif "seconds_chain" in naive:
-                print(
-                    f"n={n:,d}: naive / ours = {naive['seconds_chain'] / ours['seconds_chain']:.2f}x time, "
-                    f"{naive['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x peak RSS"
-                )
-    if args.json:
-        args.json.write_text(json.dumps(records, indent=2))
+        if not (ours and naive and "seconds_chain" in ours):
+            continue
+        if naive.get("timed_out"):
+            print(
+                f"n={n:,d}: naive did not finish in {naive['seconds_total']:.0f}s; "
+                f"speed-up > {naive['seconds_total'] / ours['seconds_chain']:.1f}x"
+            )
+        elif "seconds_chain" in naive:
+            print(
+                f"n={n:,d}: naive / ours = {naive['seconds_chain'] / ours['seconds_chain']:.2f}x time, "
+                f"{naive['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x peak RSS"
+            )
 
 
 if __name__ == "__main__":
