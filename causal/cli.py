@@ -26,12 +26,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from causal.config_schema import register_configs
 from causal.data import DataError
 from causal.experiment import run_experiment
 from causal.summary import fmt_num, summary_lines
 from causal.validate import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
+register_configs()  # the structured configs (causal/config_schema.py) under schema/<node>, before any composition
 
 CONFIG_PACKAGE = "pkg://creative_insights_conf"
 # Where the plugins live when the package metadata has no entry points (a source tree used without installing).

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from causal.config_schema import field_names, schema_nodes
 from causal.data import _PREPARE_KEYS
 from causal.dml import _FOREST_KEYS, _RAY_KEYS
 
@@ -28,19 +29,16 @@ OVERLAP_WEIGHTINGS = ("ipw", "overlap")
 MISSING_POLICIES = ("indicator", "drop", "error")
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # in a checkout; see conf_dir()
-# The keys each node's code reads, including optional keys the YAML defaults do not set. The keys the shipped YAML
-# files in conf/ set are added to these at run time (:func:`allowed_keys`), so a key documented in conf/ with its
-# code is never refused for want of an edit here.
+# The keys each node's code reads, including optional keys the YAML defaults do not set. For the nodes without a
+# structured config, the keys the shipped YAML files in conf/ set are added at run time (:func:`allowed_keys`).
 KNOWN_KEYS: dict[str, frozenset[str]] = {
+    # The nodes with a structured config (causal/config_schema.py): their fields.
+    **{path: field_names(cls) for path, cls in schema_nodes().items()},
     "": frozenset(
         {"seed", "alpha", "n_jobs", "steps", "roles", "data", "estimator", "nuisance", "screening", "overlap", "dml"}
         | {"mediation", "sensitivity", "misclassification", "input", "labels", "paths", "evaluate", "report"}
         | {"vision", "ray", "runner", "hydra", "estimand"}
     ),
-    "roles": frozenset({"treatment", "outcome", "confounders", "modifiers", "mediator", "groups"}),
-    "screening": frozenset({"features", "alpha", "exclude", "max_levels"}),
-    "overlap": frozenset({"rule", "threshold", "weighting", "bins"}),
-    "dml": frozenset({"compare", "moderation", "plots", "clip"}),
     "estimator.linear_dml": frozenset({"name", "fit_cate_intercept", *_RAY_KEYS}),
     "estimator.causal_forest": frozenset({"name", *_FOREST_KEYS, *_RAY_KEYS}),
     "nuisance": frozenset(
@@ -50,32 +48,26 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
         | {"outcome_mode"}
     ),
     "nuisance.grid": frozenset({"classifier", "regressor"}),
-    "mediation": frozenset({"methods", "primary", "alpha", "n_boot", "cluster", "cov_type", "ml"}),
-    "mediation.ml": frozenset({"n_folds", "interaction", "control_value", "treat_value", "reuse_nuisance", "repeats"}),
-    "sensitivity": frozenset({"analyses", "alpha", "ovb", "dml", "refutations", "misclassification", "cluster"}),
-    "sensitivity.ovb": frozenset({"benchmark_covariates", "kd", "ky", "q", "plot"}),
-    "sensitivity.dml": frozenset({"c_y", "c_t", "rho", "null_hypothesis"}),
-    "sensitivity.refutations": frozenset({"kinds", "n_sims", "subset_fraction", "tolerance_se", "seed"}),
-    "sensitivity.misclassification": frozenset(
-        {"metrics_file", "level", "sensitivity", "specificity", "n_positive", "n_negative", "n_draws", "clip"}
-        | {"cluster", "enabled"}
-    ),
     "data.table": frozenset(
         {"name", "path", "images", "id_column", "max_lost_fraction", "outcome_derived", "query", "prepare"}
     ),
     # data.simulated / data.sample: these plus simulate_catalog's keyword arguments (see _simulator_keys).
     "data.simulated": frozenset({"name", "prepare", "features_path", "seed", "outcome_derived", "query"}),
     "data.prepare": frozenset(_PREPARE_KEYS),
-    "evaluate": frozenset({"iou_threshold", "score_threshold", "group_by", "feed_misclassification"}),
-    "paths": frozenset({"outputs", "annotations", "cache"}),
 }
 # Run by scripts/run_experiment.py before the causal steps (also registered in causal.pipeline.STEPS as no-ops).
 VISION_STEPS = ("annotate", "evaluate")
 
 
 def allowed_keys(node: str) -> frozenset[str]:
-    """Keys node ``node`` (``"sensitivity.ovb"``, ``"estimator.causal_forest"``, ``""`` for the top level) may hold:
-    :data:`KNOWN_KEYS` plus the keys the shipped YAML files set there."""
+    """Keys node ``node`` (``"sensitivity.ovb"``, ``"estimator.causal_forest"``, ``""`` for the top level) may hold.
+
+    A node with a structured config (:mod:`causal.config_schema`) holds exactly its fields. The others hold
+    :data:`KNOWN_KEYS` plus the keys the shipped YAML files set there.
+    """
+    schemas = schema_nodes()
+    if node in schemas:
+        return field_names(schemas[node])
     return KNOWN_KEYS.get(node, frozenset()) | _yaml_keys().get(node, frozenset())
 
 

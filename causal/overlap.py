@@ -317,17 +317,21 @@ def _trim_one_arm_levels(
 
 
 def from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of :func:`diagnose` from the ``overlap`` config node (rule, threshold, weighting, bins)."""
+    """Keyword arguments of :func:`diagnose` from the ``overlap`` config node (rule, threshold, weighting, bins);
+    missing keys take the structured config's defaults (:class:`causal.config_schema.OverlapConfig`)."""
+    from causal.config_schema import OverlapConfig, defaults
+
     cfg = dict(cfg or {})
-    allowed = {"rule", "threshold", "weighting", "bins"}
-    unknown = sorted(set(cfg) - allowed)
+    allowed = defaults(OverlapConfig)
+    unknown = sorted(set(cfg) - set(allowed))
     if unknown:
         raise ValueError(f"config group overlap: unknown key(s) {unknown}; allowed {sorted(allowed)}")
+    merged = {**allowed, **cfg}
     return {
-        "rule": str(cfg.get("rule", "fixed")),
-        "threshold": float(cfg.get("threshold", 0.01)),
-        "weighting": str(cfg.get("weighting", "overlap")),
-        "bins": int(cfg.get("bins", 40)),
+        "rule": str(merged["rule"]),
+        "threshold": float(merged["threshold"]),
+        "weighting": str(merged["weighting"]),
+        "bins": int(merged["bins"]),
     }
 
 

@@ -38,6 +38,7 @@ from causal.config_keys import (  # noqa: F401  (re-exported: the key lists' pub
     allowed_keys,
 )
 from causal.config_problems import ConfigError, _join, _Problems
+from causal.config_schema import type_problems
 from causal.dml import ESTIMATORS
 
 
@@ -68,6 +69,8 @@ def validate_config(
     _check_missing(plain, problems)
     if not problems:  # a `???` value would only repeat below as a wrong type
         _check_config(plain, problems, known_steps)
+        reported = {key for key, _ in problems}
+        problems.extend(p for p in type_problems(plain) if p[0] not in reported)
     if columns is not None and not problems:
         _check_columns(plain, list(columns), problems)
     if problems:

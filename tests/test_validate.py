@@ -209,3 +209,52 @@ def test_overlap_defaults_in_code_are_the_shipped_config():
     assert {k: params[k].default for k in shipped} == shipped
     trim = inspect.signature(overlap.trim_mask).parameters
     assert (trim["rule"].default, trim["threshold"].default) == (shipped["rule"], shipped["threshold"])
+
+
+# ----------------------------------------------------------------------------------------- structured configs
+def test_shipped_yaml_repeats_the_structured_defaults_exactly():
+    """conf/ repeats the schema's defaults for its readers: one truth, so the two may never differ."""
+    from causal.config_schema import defaults, schema_nodes
+
+    shipped = OmegaConf.to_container(_compose([]), resolve=False)
+    checked = 0
+    for path, cls in schema_nodes().items():
+        node = shipped
+        for part in path.split("."):
+            node = node[part]
+        for key, value in defaults(cls).items():
+            if isinstance(value, dict):
+                continue  # a nested node, compared as its own path
+            # A key the YAML leaves out is an optional one: its default must then be None.
+            assert node.get(key) == value, f"{path}.{key}: conf/ says {node.get(key)!r}, the schema {value!r}"
+            checked += 1
+    assert checked > 50
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "wanted"),
+    [
+        ("overlap.bins=many", "overlap.bins", "int"),
+        ("mediation.ml.interaction=sometimes", "mediation.ml.interaction", "bool"),
+        ("dml.moderation=maybe", "dml.moderation", "bool"),
+        ("sensitivity.ovb.kd=[1,strong]", "sensitivity.ovb.kd", "list[float]"),
+        ("evaluate.iou_threshold=half", "evaluate.iou_threshold", "float"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_naming_its_key(override, key, wanted, fitted):
+    with pytest.raises(ConfigError) as caught:
+        validate_config(_compose(["steps=[screening,overlap,dml,mediation,sensitivity]", override]))
+    # The type is named by the schema's check, or by a step's own range check where it runs first.
+    own = ("must be an integer", "must be a number")
+    assert any(k == key and ("must be " + wanted in m or m.startswith(own)) for k, m in caught.value.problems)
+    assert fitted == []  # nothing was fitted: validation runs first
+
+
+def test_schemas_are_in_hydras_config_store():
+    from hydra.core.config_store import ConfigStore
+
+    from causal.config_schema import SCHEMAS, register_configs
+
+    register_configs()
+    stored = ConfigStore.instance().list("schema")
+    assert {f"{name}.yaml" for name in SCHEMAS} <= set(stored)
