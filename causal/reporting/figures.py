@@ -85,7 +85,7 @@ def plot_mediation_diagram(
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.4, 4.6))
     ax.set_xlim(0, 12)
-    ax.set_ylim(-1.9, 6)
+    ax.set_ylim(-1.4, 6)
     ax.axis("off")
     nodes = {"T": (1.8, 1.2), "M": (6.0, 4.9), "Y": (10.2, 1.2)}
     names_of = {
@@ -109,9 +109,10 @@ def plot_mediation_diagram(
     arrow("T", "M")
     arrow("M", "Y")
     arrow("T", "Y")
+    ax.text(6.0, 2.9, "a, b: Baron & Kenny paths", ha="center", va="center", fontsize=7.5, color="0.35")
     ax.text(3.6, 3.2, plot_label(f"a = {_fmt(paths.get('path_a'))}"), ha="right", va="center", fontsize=8.5)
     ax.text(8.4, 3.2, plot_label(f"b = {_fmt(paths.get('path_b'))}"), ha="left", va="center", fontsize=8.5)
-    ax.text(6.0, 0.75, plot_label(f"direct = {_fmt(mediation.get('direct'))}"), ha="center", va="top", fontsize=9)
+    ax.text(6.0, 0.75, plot_label(f"direct = {_fmt(mediation.get('direct'))}  ({mediation.get('method', '')})"), ha="center", va="top", fontsize=9)
     lines = f"indirect (a·b) = {_fmt(mediation.get('indirect'))}    total = {_fmt(mediation.get('total'))}"
     ax.text(6.0, -0.2, plot_label(lines), ha="center", va="top", fontsize=9)
     if truth and truth.get("direct") is not None:

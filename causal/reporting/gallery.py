@@ -81,8 +81,9 @@ def _face_boxes(faces: pd.DataFrame, image_id: str) -> list:
 def _arm_examples(images: pd.DataFrame, faces: pd.DataFrame, root: Path, column: str, names: Callable) -> list[str]:
     out = []
     ok = images[images["status"] == "ok"] if "status" in images else images
+    treated = pd.to_numeric(ok[column].astype("Float64"), errors="coerce").fillna(0).to_numpy() > 0
     for value, word in ((True, "with"), (False, "without")):
-        arm = ok[ok[column].astype("boolean").fillna(False) == value].head(PER_ARM)
+        arm = ok[treated == value].head(PER_ARM)
         for image_id in arm["image_id"]:
             uri = _safe_thumb(root / image_id, _face_boxes(faces, image_id))
             if uri:
