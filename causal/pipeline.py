@@ -167,8 +167,8 @@ def step_dml(ctx: RunContext) -> None:
     """Naive difference, the configured estimator (ATE, group CATEs, heterogeneity tests), moderation.
 
     Writes the top-level ``naive`` (all units), ``naive_trimmed`` (the kept units, when trimming applied),
-    ``baseline`` (control mean overall and per group level), ``ate``, ``ate_partially_linear``, ``ate_econml`` (LinearDML), ``cate_by_group``,
-    ``heterogeneity``, ``moderation``, ``estimator`` and (with ``dml.compare``) ``estimates`` keys, and
+    ``baseline`` (control mean overall and per group level), ``ate``, ``ate_partially_linear``, ``ate_econml``
+    (LinearDML), ``cate_by_group``, ``heterogeneity``, ``moderation``, ``estimator`` and (with ``dml.compare``) ``estimates`` keys, and
     ``cate_by_group.png``.
     """
     opts = ctx.step_config("dml")

@@ -112,7 +112,14 @@ def plot_mediation_diagram(
     ax.text(6.0, 2.9, "a, b: Baron & Kenny paths", ha="center", va="center", fontsize=7.5, color="0.35")
     ax.text(3.6, 3.2, plot_label(f"a = {_fmt(paths.get('path_a'))}"), ha="right", va="center", fontsize=8.5)
     ax.text(8.4, 3.2, plot_label(f"b = {_fmt(paths.get('path_b'))}"), ha="left", va="center", fontsize=8.5)
-    ax.text(6.0, 0.75, plot_label(f"direct = {_fmt(mediation.get('direct'))}  ({mediation.get('method', '')})"), ha="center", va="top", fontsize=9)
+    ax.text(
+        6.0,
+        0.75,
+        plot_label(f"direct = {_fmt(mediation.get('direct'))}  ({mediation.get('method', '')})"),
+        ha="center",
+        va="top",
+        fontsize=9,
+    )
     lines = f"indirect (a·b) = {_fmt(mediation.get('indirect'))}    total = {_fmt(mediation.get('total'))}"
     ax.text(6.0, -0.2, plot_label(lines), ha="center", va="top", fontsize=9)
     if truth and truth.get("direct") is not None:
