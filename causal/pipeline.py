@@ -168,8 +168,8 @@ def step_dml(ctx: RunContext) -> None:
 
     Writes the top-level ``naive`` (all units), ``naive_trimmed`` (the kept units, when trimming applied),
     ``baseline`` (control mean overall and per group level), ``ate``, ``ate_partially_linear``, ``ate_econml``
-    (LinearDML), ``cate_by_group``, ``heterogeneity``, ``moderation``, ``estimator`` and (with ``dml.compare``) ``estimates`` keys, and
-    ``cate_by_group.png``.
+    (LinearDML), ``cate_by_group``, ``heterogeneity``, ``moderation``, ``estimator`` and (with ``dml.compare``)
+    ``estimates`` keys, and ``cate_by_group.png``.
     """
     opts = ctx.step_config("dml")
     unknown = sorted(set(opts) - allowed_keys("dml"))  # second line of defence behind causal.validate
