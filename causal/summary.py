@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from causal.reporting.labels import DisplayNames
 from causal.reporting.planning import effect_words
 from causal.reporting.verdict import robustness_verdict
 
@@ -56,7 +57,7 @@ def _estimate_table(results: dict) -> list[str]:
 
 
 def _verdict(results: dict) -> list[str]:
-    verdict = robustness_verdict(results)
+    verdict = robustness_verdict(results, DisplayNames())
     return [] if verdict is None else [f"{verdict['verdict'].upper()}: {verdict['sentence']}"]
 
 

@@ -120,7 +120,7 @@ def plot_mediation_diagram(
         va="top",
         fontsize=9,
     )
-    lines = f"indirect (a·b) = {_fmt(mediation.get('indirect'))}    total = {_fmt(mediation.get('total'))}"
+    lines = f"indirect = {_fmt(mediation.get('indirect'))}    total = {_fmt(mediation.get('total'))}"
     ax.text(6.0, -0.2, plot_label(lines), ha="center", va="top", fontsize=9)
     if truth and truth.get("direct") is not None:
         true_text = (

@@ -31,7 +31,7 @@ overflow-x:auto;font-size:.8em}
 .verdict.fragile{background:#fdf0ef;border-color:#b42318}.verdict.robust{background:#eef8f0;border-color:#1a7f37}
 .verdict.noeffect{background:#f6f6f6;border-color:#888}
 .gallery{display:flex;flex-wrap:wrap;gap:.6em}.gallery figure{margin:0;width:180px;font-size:.8em}
-.gallery img.thumb{border:1px solid #ccc;max-width:180px}
+.gallery img.thumb{border:1px solid #ccc;max-width:180px}.gallery figcaption{overflow-wrap:anywhere}
 """
 
 

@@ -111,13 +111,16 @@ def assumptions(results: Mapping[str, Any], evaluation: Mapping[str, Any] | None
     return table(["assumption", "what it means", "check in this run"], rows)
 
 
+_TESTS = {"pearson": "Pearson r", "diff_means": "difference in means", "anova": "ANOVA, eta²"}
+
+
 def screening(rows: Sequence[Mapping[str, Any]], names: Names = str, limit: int = 20) -> str:
     """One comparable effect size (correlation r with the outcome) per feature, the raw test beside it."""
     body = [
         (
             names(r.get("feature")),
             r.get("effect_r"),
-            f"{r.get('test', '')} {num(r.get('estimate'), 3)}",
+            f"{_TESTS.get(r.get('test'), r.get('test', ''))} {num(r.get('estimate'), 3)}",
             r.get("p_value"),
             r.get("p_adjusted"),
             {True: "yes", False: "no"}.get(r.get("significant"), ""),
