@@ -47,7 +47,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset(
         {"seed", "alpha", "n_jobs", "steps", "roles", "data", "estimator", "nuisance", "screening", "overlap", "dml"}
         | {"mediation", "sensitivity", "misclassification", "input", "labels", "paths", "evaluate", "report"}
-        | {"vision", "ray", "runner", "hydra", "estimand"}
+        | {"vision", "ray", "runner", "hydra", "estimand", "engagement", "display_names"}
     ),
     "roles": frozenset({"treatment", "outcome", "confounders", "modifiers", "mediator", "groups"}),
     "screening": frozenset({"features", "alpha", "exclude", "max_levels"}),
