@@ -83,7 +83,13 @@ def sensitivity(sens: Mapping[str, Any], names: Any = str) -> str:
             table(
                 ["test", "estimate", "95% CI", "result", "reading"],
                 [
-                    (r.get("name"), r.get("estimate"), ci(r), verdict_span(r.get("passed")), r.get("reading", ""))
+                    (
+                        str(r.get("name", "")).replace("_", " "),
+                        r.get("estimate"),
+                        ci(r),
+                        verdict_span(r.get("passed")),
+                        r.get("reading", ""),
+                    )
                     for r in refs
                 ],
                 [False, True, False, False, False],
