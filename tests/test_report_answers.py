@@ -216,3 +216,34 @@ def test_gallery_embeds_capped_jpeg_thumbnails_with_faces_drawn(tmp_path):
             green += int(((px[..., 1] > 150) & (px[..., 0] < 110) & (px[..., 2] < 110)).sum() > 50)
     assert green == 4  # the four images with a face have their box drawn, the others none
     assert gallery_html(ann, input_dir=str(tmp_path / "nowhere")) == ""  # no images to read: no gallery
+
+
+def test_no_lift_on_a_baseline_that_is_not_positive():
+    assert lift(_ATE, 0.0) is None and lift(_ATE, -2.0) is None
+    assert effect_words(_ATE, -2.0, is_rate=False) == "+0.015 [+0.011, +0.019]"
+
+
+def test_ovb_contour_marks_a_benchmark_beyond_the_axes_at_the_edge():
+    from matplotlib.figure import Figure
+
+    from causal.sensitivity.plots import _contour_grid, _draw_contours
+
+    result = {
+        "treatment": "treated",
+        "estimate": 0.8,
+        "stderr": 0.05,
+        "dof": 1500,
+        "robustness_value": 0.3,
+        "bounds": [
+            {"benchmark": "x1", "kd": 1.0, "ky": 1.0, "r2dz_x": 0.2, "r2yz_dx": 1.0, "adjusted_estimate": -0.4},
+        ],
+    }
+    gx, gy, adjusted, lim_x, lim_y = _contour_grid(result, None, None, 21)
+    assert lim_y < 1.0  # the bound (R² 1, capped) lies beyond the axis
+    ax = Figure().add_subplot()
+    _draw_contours(ax, result, (gx, gy, adjusted), (lim_x, lim_y))
+    marker = [line for line in ax.lines if line.get_marker() == "D"]
+    assert len(marker) == 1 and marker[0].get_ydata()[0] == pytest.approx(lim_y)  # drawn on the edge
+    texts = [t.get_text() for t in ax.texts]
+    assert any("1x x1 (-0.4; beyond the axes at R² 0.20, 1.00)" in t for t in texts)
+    assert any(t.startswith("linear model, no hidden factor") for t in texts)

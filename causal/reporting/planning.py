@@ -48,8 +48,9 @@ def baseline_block(y: np.ndarray, t: np.ndarray, groups: pd.DataFrame | None = N
 
 
 def lift(effect: Mapping[str, Any] | None, baseline: float | None) -> dict[str, float] | None:
-    """Relative lift ``effect / baseline`` with its interval (the baseline taken as known); None without both."""
-    if not effect or effect.get("estimate") is None or not baseline:
+    """Relative lift ``effect / baseline`` with its interval (the baseline taken as known); None without both or
+    when the baseline is not positive (a share of zero or of a negative mean means nothing)."""
+    if not effect or effect.get("estimate") is None or baseline is None or baseline <= 0:
         return None
     out = {"estimate": effect["estimate"] / baseline}
     if effect.get("ci_low") is not None and effect.get("ci_high") is not None:
