@@ -26,10 +26,9 @@ def _consistency(results: Mapping[str, Any], evaluation: Mapping[str, Any] | Non
     mis = results.get("misclassification") or {}
     il = (evaluation or {}).get("image_level") or {}
     if not is_artwork(results, evaluation):
-        t = names(results.get("treatment"))
         return (
             "Consistency",
-            f"The treatment ({t}) is well defined: one version, recorded without error.",
+            "The treatment is well defined: one version, recorded without error.",
             "not testable from the table; check how the treatment column was recorded",
         )
     if il.get("sensitivity") is not None:

@@ -176,7 +176,7 @@ def _truth_sentence(results: Mapping[str, Any]) -> str:
     if results.get("ate") or results.get("naive"):
         where.append("the dotted red line in the Effect plot")
     if results.get("mediation"):
-        where.append("the red line of the mediation diagram and the 'true' column of its table")
+        where.append("the red text under the mediation diagram and the 'true' column of its table")
     shown = f" ({' and '.join(where)})" if where else ""
     return (
         f"The engagement data here are <i>simulated</i> with a known true effect{shown}, to show that the method "
