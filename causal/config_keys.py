@@ -37,7 +37,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset(
         {"seed", "alpha", "n_jobs", "steps", "roles", "data", "estimator", "nuisance", "screening", "overlap", "dml"}
         | {"mediation", "sensitivity", "misclassification", "input", "labels", "paths", "evaluate", "report"}
-        | {"vision", "ray", "runner", "hydra", "estimand"}
+        | {"vision", "ray", "runner", "hydra", "estimand", "engagement", "display_names"}
     ),
     "estimator.linear_dml": frozenset({"name", "fit_cate_intercept", *_RAY_KEYS}),
     "estimator.causal_forest": frozenset({"name", *_FOREST_KEYS, *_RAY_KEYS}),

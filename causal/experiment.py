@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from causal.cache import StepCache, cache_key
+from causal.engagement import use_engagement
 from causal.pipeline import STEPS, run
 from causal.report import write_results
 from causal.report_html import report_for_run
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 VISION_STEPS = ("annotate", "evaluate")
 REPORT_STEP = "report"
 # Keys that do not change what the causal steps compute (where files go, the vision stage, the report).
-_NOT_CAUSAL = ("hydra", "paths", "input", "labels", "vision", "evaluate", "report", "runner", "ray")
+_NOT_CAUSAL = ("hydra", "paths", "input", "labels", "vision", "evaluate", "report", "runner", "ray", "display_names")
 
 
 def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:
@@ -113,7 +114,8 @@ def run_experiment(
         The vision stages (``vision.stages.annotate_stage`` / ``evaluate_stage``), passed in by the entry point:
         causal never imports vision. Needed only when ``steps`` has ``annotate`` / ``evaluate``.
     """
-    validate_config(cfg)
+    validate_config(cfg)  # checks the engagement file before it replaces the data node
+    use_engagement(cfg)
     vision_steps, causal_steps, _ = split_steps(list(cfg.steps))
     cache = StepCache(_select(cfg, "paths.cache"))
     info: dict[str, Any] = {"timings": {}}

@@ -31,6 +31,7 @@ from causal.data import CausalDataset, DataError, Roles, load_from_config
 from causal.estimands import DEFAULT_CLIP
 from causal.nuisance import CrossFitNuisance
 from causal.nuisance import from_config as nuisance_from_config
+from causal.reporting.planning import baseline_block
 from causal.validate import ConfigError, allowed_keys, check_columns, validate_config
 
 log = logging.getLogger(__name__)
@@ -165,9 +166,10 @@ def step_overlap(ctx: RunContext) -> dict[str, Any]:
 def step_dml(ctx: RunContext) -> None:
     """Naive difference, the configured estimator (ATE, group CATEs, heterogeneity tests), moderation.
 
-    Writes the top-level ``naive``, ``ate``, ``ate_partially_linear``, ``ate_econml`` (LinearDML), ``cate_by_group``,
-    ``heterogeneity``, ``moderation``, ``estimator`` and (with ``dml.compare``) ``estimates`` keys, and
-    ``cate_by_group.png``.
+    Writes the top-level ``naive`` (all units), ``naive_trimmed`` (the kept units, when trimming applied),
+    ``baseline`` (control mean overall and per group level), ``ate``, ``ate_partially_linear``, ``ate_econml``
+    (LinearDML), ``cate_by_group``, ``heterogeneity``, ``moderation``, ``estimator`` and (with ``dml.compare``)
+    ``estimates`` keys, and ``cate_by_group.png``.
     """
     opts = ctx.step_config("dml")
     unknown = sorted(set(opts) - allowed_keys("dml"))  # second line of defence behind causal.validate
@@ -192,7 +194,10 @@ def step_dml(ctx: RunContext) -> None:
         "arms": arms,
         "clip": clip,
     }
-    ctx.results["naive"] = dml.naive_difference(y, t, ctx.alpha)
+    ctx.results["naive"] = dml.naive_difference(ds.y, ds.t, ctx.alpha)  # naive means all units, before trimming
+    if not keep.all():
+        ctx.results["naive_trimmed"] = dml.naive_difference(y, t, ctx.alpha)
+    ctx.results["baseline"] = baseline_block(y, t, groups)
     primary = to_plain(_node(ctx.cfg, "estimator")) or {}
     start = time.perf_counter()
     ctx.effect = dml.estimate(primary, **fit_args)

@@ -205,6 +205,8 @@ def plot_cate_by_group(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from causal.reporting.labels import DisplayNames
+
     cate_by_group = {c: largest_levels(rows, max_rows) for c, rows in cate_by_group.items()}
     cols = [c for c, rows in cate_by_group.items() if rows]
     fig, axes = plt.subplots(
@@ -228,7 +230,7 @@ def plot_cate_by_group(
             ax.axvline(ate["estimate"], color="0.4", linestyle="--", linewidth=1, label="ATE")
         ax.axvline(0, color="0.2", linewidth=0.6)
         ax.set_yticks(ys, [plot_label(f"{r['level']} (n={r['n']})") for r in rows], fontsize=8)
-        ax.set_title(plot_label(f"effect by {col}"))
+        ax.set_title(plot_label(f"effect by {DisplayNames()(col)}"))
         ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     path = Path(path)

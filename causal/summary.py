@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from causal.reporting.labels import DisplayNames
+from causal.reporting.planning import effect_words
+from causal.reporting.verdict import robustness_verdict
+
 
 def fmt_num(value: object, digits: int = 5) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
@@ -13,7 +17,9 @@ def fmt_num(value: object, digits: int = 5) -> str:
 def summary_lines(results: dict) -> list[str]:
     """A short human-readable table of the headline numbers, then one line per other block that ran."""
     lines = [f"{results['treatment']} -> {results['outcome']}: {results['n_used']} of {results['n_units']} units used"]
+    lines += _verdict(results)
     lines += _estimate_table(results)
+    lines += _planning(results)
     for section in _SECTIONS:
         lines += section(results)
     return lines
@@ -21,10 +27,11 @@ def summary_lines(results: dict) -> list[str]:
 
 def _estimate_rows(results: dict) -> list[tuple[str, Any, Any, Any]]:
     rows = []
-    naive = results.get("naive")
-    if naive:
-        rows.append(("naive difference", naive["difference_in_means"], naive["ci_low"], naive["ci_high"]))
-    for key, label in (("ate", "ATE (doubly robust)"), ("ate_partially_linear", "partially linear (var-weighted)")):
+    for key, label in (("naive", "naive difference (all units)"), ("naive_trimmed", "naive (trimmed sample)")):
+        if results.get(key):
+            naive = results[key]
+            rows.append((label, naive["difference_in_means"], naive["ci_low"], naive["ci_high"]))
+    for key, label in (("ate", "ATE (doubly robust), HEADLINE"), ("ate_partially_linear", "variance-weighted effect")):
         if results.get(key):
             r = results[key]
             rows.append((label, r["estimate"], r["ci_low"], r["ci_high"]))
@@ -33,7 +40,7 @@ def _estimate_rows(results: dict) -> list[tuple[str, Any, Any, Any]]:
         label = "ATE corrected for detector errors"
         rows.append((label, corrected["estimate"], corrected["ci_low"], corrected["ci_high"]))
     truth = results.get("truth") or {}
-    if "ate" in truth:
+    if "ate" in truth and results.get("ate"):  # the truth of face presence, not of a mediation run's treatment
         rows.append(("true ATE (simulator)", truth.get("ate_used", truth["ate"]), None, None))
     return rows
 
@@ -47,6 +54,18 @@ def _estimate_table(results: dict) -> list[str]:
         ci = f"[{fmt_num(lo)}, {fmt_num(hi)}]" if lo is not None else ""
         lines.append(f"{label:34s}{fmt_num(est):>12s}{ci:>26s}")
     return lines
+
+
+def _verdict(results: dict) -> list[str]:
+    verdict = robustness_verdict(results, DisplayNames())
+    return [] if verdict is None else [f"{verdict['verdict'].upper()}: {verdict['sentence']}"]
+
+
+def _planning(results: dict) -> list[str]:
+    base, ate = results.get("baseline") or {}, results.get("ate")
+    if not ate or base.get("control_mean") is None:
+        return []
+    return [f"in planning terms: {effect_words(ate, base['control_mean'], bool(base.get('is_rate')))}"]
 
 
 def _cate(results: dict) -> list[str]:
@@ -79,10 +98,17 @@ def _mediation(results: dict) -> list[str]:
     med = results.get("mediation")
     if not med:
         return []
-    return [
+    lines = [
         f"mediation {med['treatment']} -> {med['mediator']}: indirect {fmt_num(med['indirect']['estimate'], 3)}, "
         f"direct {fmt_num(med['direct']['estimate'], 3)}, verdict {med['verdict']}"
     ]
+    true = (results.get("truth") or {}).get("mediation") or {}
+    if true.get("direct") is not None and true.get("treatment", med["treatment"]) == med["treatment"]:
+        lines.append(
+            f"true mediation effects (simulator): indirect {fmt_num(true['indirect'], 3)}, "
+            f"direct {fmt_num(true['direct'], 3)}"
+        )
+    return lines
 
 
 def _sensitivity(results: dict) -> list[str]:

@@ -174,6 +174,10 @@ def _check_config(plain: Mapping, problems: _Problems, known_steps: Iterable[str
     problems.number(evaluate, "iou_threshold", "evaluate", low=0, high=1, open_low=True)
     problems.number(evaluate, "score_threshold", "evaluate", low=0, high=1)
     problems.unknown_keys(plain.get("paths"), allowed_keys("paths"), "paths")
+    from causal.engagement import check_engagement  # engagement imports this module
+
+    for key, message in check_engagement(plain):
+        problems.add(key, message)
 
 
 def _check_steps(steps: Any, problems: _Problems, known_steps: Iterable[str] | None) -> list[str]:

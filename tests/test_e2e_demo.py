@@ -33,7 +33,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--enable-logging=stderr",
     "--v=0",
-    "--window-size=1280,4000",
+    "--window-size=1280,9000",
 ]
 
 
@@ -73,6 +73,29 @@ def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     images, labels = _sample_subset(root)
     run_dir = root / "run"
+    # As `make demo`: the face-count mediation first (it annotates), then face presence, whose report shows and
+    # links the mediation run (report.links).
+    mediation = [
+        sys.executable,
+        str(REPO / "scripts" / "run_experiment.py"),
+        "experiment=face_count_mediation",
+        "data=sample",
+        f"input={images}",
+        "steps=[annotate,screening,mediation]",
+        f"paths.outputs={root / 'outputs'}",
+        "paths.cache=null",
+        "data.n_titles=60",
+        "nuisance=xgboost",
+        "nuisance.folds=3",
+        "nuisance.classifier.n_estimators=40",
+        "nuisance.regressor.n_estimators=40",
+        "mediation.n_boot=100",
+        "mediation.ml.repeats=1",
+        f"hydra.run.dir={run_dir / 'mediation'}",
+    ]
+    proc = subprocess.run(mediation, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "true mediation effects (simulator)" in proc.stdout and "true ATE" not in proc.stdout
     cmd = [
         sys.executable,
         str(REPO / "scripts" / "run_experiment.py"),
@@ -90,6 +113,7 @@ def demo_run(tmp_path_factory):
         "nuisance.regressor.n_estimators=40",
         "sensitivity.refutations.n_sims=1",
         "sensitivity.refutations.kinds=[placebo_treatment]",
+        "report.links=[mediation]",
         f"hydra.run.dir={run_dir}",
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -114,10 +138,11 @@ def test_report_images_are_embedded_pngs(demo_run):
     run_dir, _ = demo_run
     text = (run_dir / "report.html").read_text()
     images = re.findall(r'<img alt="([^"]*)" src="([^"]*)"', text)
+    thumbs = re.findall(r'<img class="thumb" alt="[^"]*" src="data:image/jpeg;base64,([^"]*)"', text)
     alts = {alt for alt, _ in images}
     assert {"propensity overlap", "effects by group", "effect vs naive difference", "sensitivity contour"} <= alts
-    assert "detector precision-recall curve" in alts
-    assert len(re.findall(r"<img\b", text)) == len(images)  # no <img> outside the data-URI pattern
+    assert {"detector precision-recall curve", "mediation diagram"} <= alts
+    assert len(re.findall(r"<img\b", text)) == len(images) + len(thumbs)  # none outside the data-URI patterns
     for alt, src in images:
         assert src.startswith("data:image/png;base64,"), alt
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
@@ -148,10 +173,37 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
         assert marker not in log, f"{marker} in Chromium's log: {log[-2000:]}"
     with Image.open(shot) as im:
         pixels = np.asarray(im.convert("RGB"), dtype=np.int16)
-    assert pixels.shape[:2] == (4000, 1280)
+    assert pixels.shape[:2] == (9000, 1280)
     non_white = (pixels < 245).any(axis=2).mean()
     assert non_white > 0.02, f"screenshot nearly blank ({non_white:.3%} non-white pixels)"
     # The plots' colours reach the screen: the propensity histogram's treated bars (#d95f02) and control bars (#1b9e77).
     for rgb in ((0xD9, 0x5F, 0x02), (0x1B, 0x9E, 0x77)):
         close = (np.abs(pixels - np.array(rgb)).max(axis=2) < 40).sum()
         assert close > 500, f"colour {rgb} of the overlap plot not on the screenshot ({close} px)"
+
+
+@pytest.mark.slow
+def test_demo_report_answers_people_can_act_on(demo_run):
+    """The verdict from the benchmark comparison, baseline and lift, the gallery (>= 6 thumbnails, faces drawn),
+    the linked mediation with the simulator's true effects, and no raw column names in the prose."""
+    from causal.reporting.gallery import FACE_COLOUR, THUMB_PX
+    from causal.reporting.labels import DEFAULT_NAMES
+    from tests.test_report_answers import raw_names_in
+
+    run_dir, _ = demo_run
+    text = (run_dir / "report.html").read_text()
+    top = text[: text.index("In short.")]
+    assert re.search(r"A hidden factor (\d+ times )?as strong as title popularity would (not )?be enough to erase", top)
+    assert "on a baseline of" in text and "relative lift of" in text and "percentage points" in text
+    thumbs = re.findall(r'<img class="thumb" alt="[^"]*" src="data:image/jpeg;base64,([^"]*)"', text)
+    assert len(thumbs) >= 6
+    boxed = 0
+    for uri in thumbs:
+        with Image.open(io.BytesIO(base64.b64decode(uri))) as im:
+            assert max(im.size) <= THUMB_PX
+            px = np.asarray(im.convert("RGB"), dtype=np.int16)
+        boxed += int((np.abs(px - np.array(FACE_COLOUR)).max(axis=2) < 40).sum() > 30)
+    assert boxed >= 3  # the images with a detected face have their box drawn
+    assert "Linked analysis: Does number of faces change take rate?" in text
+    assert "true (simulator)" in text and 'href="mediation/report.html"' in text
+    assert raw_names_in(text, DEFAULT_NAMES) == []

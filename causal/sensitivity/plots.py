@@ -29,23 +29,45 @@ def _contour_grid(
     return gx, gy, adjusted, lim_x, lim_y
 
 
-def _draw_contours(ax: Any, result: Mapping[str, Any], gx: np.ndarray, gy: np.ndarray, adjusted: np.ndarray) -> None:
-    """Contours of the adjusted estimate (red dashed at zero), the unadjusted point and the benchmark bounds."""
+def _draw_contours(
+    ax: Any, result: Mapping[str, Any], grid: tuple[np.ndarray, np.ndarray, np.ndarray], lims: tuple[float, float]
+) -> None:
+    """Contours of the adjusted estimate (red dashed at zero), the linear model's point and the benchmark bounds.
+
+    A bound beyond an axis limit (R^2 capped at 1 lies past the 0.99 limit) is drawn on the edge as an open
+    diamond, its label saying the true value, so every benchmark shows.
+    """
     from causal.report import plot_label
+    from causal.reporting.labels import DisplayNames
+
+    names = DisplayNames()
+    gx, gy, adjusted = grid
 
     contours = ax.contour(gx, gy, adjusted, levels=12, colors="grey", linewidths=0.8)
     ax.clabel(contours, fontsize=7)
     if adjusted.min() < 0 < adjusted.max():
         ax.contour(gx, gy, adjusted, levels=[0.0], colors="red", linestyles="--", linewidths=1.5)
     ax.plot(0, 0, marker="^", color="black")
-    ax.annotate(f"unadjusted ({result['estimate']:.3g})", (0, 0), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.annotate(
+        f"linear model, no hidden factor ({result['estimate']:.3g})",
+        (0, 0),
+        textcoords="offset points",
+        xytext=(5, 5),
+        fontsize=8,
+    )
+    n_edge = 0
     for b in result.get("bounds", []):
-        ax.plot(b["r2dz_x"], b["r2yz_dx"], marker="D", color="red")
+        x, y = min(b["r2dz_x"], lims[0]), min(b["r2yz_dx"], lims[1])
+        edge = x < b["r2dz_x"] or y < b["r2yz_dx"]
+        ax.plot(x, y, marker="D", color="red", fillstyle="none" if edge else "full", clip_on=False)
+        where = f"; beyond the axes at R² {b['r2dz_x']:.2f}, {b['r2yz_dx']:.2f}" if edge else ""
+        n_edge += edge
         ax.annotate(
-            plot_label(f"{b['label']} ({b['adjusted_estimate']:.3g})"),
-            (b["r2dz_x"], b["r2yz_dx"]),
+            plot_label(f"{b['kd']:g}x {names(b['benchmark'])} ({b['adjusted_estimate']:.3g}{where})"),
+            (x, y),
             textcoords="offset points",
-            xytext=(5, 5),
+            xytext=(-6, -13 * n_edge) if edge else (5, 5),
+            ha="right" if edge else "left",
             fontsize=8,
         )
 
@@ -92,10 +114,13 @@ def ovb_contour_plot(
     fig = Figure(figsize=(6, 5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    _draw_contours(ax, result, gx, gy, adjusted)
+    _draw_contours(ax, result, (gx, gy, adjusted), (lim_x, lim_y))
     ax.set_xlabel("partial R² of confounder with the treatment")
     ax.set_ylabel("partial R² of confounder with the outcome")
-    ax.set_title(plot_label(f"Adjusted estimate of {result['treatment']} (red dashed: zero)"), fontsize=10)
+    from causal.reporting.labels import DisplayNames
+
+    title = f"Estimate of {DisplayNames()(result['treatment'])} left by a hidden factor (red dashed: zero)"
+    ax.set_title(plot_label(title), fontsize=10)
     ax.set_xlim(0, lim_x)
     ax.set_ylim(0, lim_y)
     path = Path(path)
