@@ -34,39 +34,46 @@ def effects_table(results: Mapping[str, Any]) -> str:
     """Every effect of the run, the headline named, in planning terms (baseline, absolute effect, relative lift)."""
     base = results.get("baseline") or {}
     control, is_rate = base.get("control_mean"), bool(base.get("is_rate"))
-    rows = []
-    if results.get("naive"):
-        rows.append(
-            (
-                "naive difference in means, all units",
-                {"estimate": results["naive"]["difference_in_means"], **_ci_of(results["naive"])},
-            )
-        )
-    if results.get("naive_trimmed"):
-        rows.append(
-            (
-                "naive difference, trimmed sample",
-                {"estimate": results["naive_trimmed"]["difference_in_means"], **_ci_of(results["naive_trimmed"])},
-            )
-        )
-    if (results.get("ate") or {}).get("estimate") is not None:
-        rows.append((f"HEADLINE: ATE, doubly robust{population(results['ate'])}", results["ate"]))
-    if (results.get("ate_partially_linear") or {}).get("estimate") is not None:
-        rows.append(("partially linear: variance-weighted effect (not the ATE)", results["ate_partially_linear"]))
-    if (results.get("ate_econml") or {}).get("estimate") is not None:
-        rows.append(("EconML LinearDML ATE (cross-check)", results["ate_econml"]))
-    for kind, eff in (results.get("estimands") or {}).items():
-        if kind != (results.get("ate") or {}).get("estimand") and eff.get("estimate") is not None:
-            rows.append((f"{kind.upper()}{population(eff)}", eff))
-    for name, est in (results.get("estimates") or {}).items():
-        if (est.get("ate") or {}).get("estimate") is not None:
-            rows.append((f"{name} (compare)", est["ate"]))
+    unit = "percentage points" if is_rate else "outcome units"
+    header = ["estimate", "baseline (control mean)", f"effect ({unit})", "95% CI", "relative lift [95% CI]"]
+    rows = _naive_rows(results) + _estimate_rows(results)
     truth = results.get("truth") or {}
     if truth.get("ate") is not None:
         rows.append(("true ATE (simulator)", {"estimate": truth.get("ate_used", truth["ate"])}))
-    unit = "percentage points" if is_rate else "outcome units"
-    header = ["estimate", "baseline (control mean)", f"effect ({unit})", "95% CI", "relative lift [95% CI]"]
     return table(header, [(label, *_planning_cells(eff, control, is_rate)) for label, eff in rows])
+
+
+def _naive_rows(results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    rows = []
+    for key, label in (
+        ("naive", "naive difference in means, all units"),
+        ("naive_trimmed", "naive difference, trimmed sample"),
+    ):
+        if results.get(key):
+            rows.append((label, {"estimate": results[key]["difference_in_means"], **_ci_of(results[key])}))
+    return rows
+
+
+def _estimate_rows(results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The headline ATE first, then the other estimates, each labelled as what it is."""
+
+    def has(block: Any) -> bool:
+        return (block or {}).get("estimate") is not None
+
+    rows = []
+    if has(results.get("ate")):
+        rows.append((f"HEADLINE: ATE, doubly robust{population(results['ate'])}", results["ate"]))
+    if has(results.get("ate_partially_linear")):
+        rows.append(("partially linear: variance-weighted effect (not the ATE)", results["ate_partially_linear"]))
+    if has(results.get("ate_econml")):
+        rows.append(("EconML LinearDML ATE (cross-check)", results["ate_econml"]))
+    for kind, eff in (results.get("estimands") or {}).items():
+        if kind != (results.get("ate") or {}).get("estimand") and has(eff):
+            rows.append((f"{kind.upper()}{population(eff)}", eff))
+    for name, est in (results.get("estimates") or {}).items():
+        if has(est.get("ate")):
+            rows.append((f"{name} (compare)", est["ate"]))
+    return rows
 
 
 def _ci_of(block: Mapping[str, Any]) -> dict:
