@@ -670,6 +670,9 @@ def render_report(
             _img(run_plot("ovb_contour"), "sensitivity contour"),
             _sensitivity(sens),
         ]
+    from causal.methods_report import methods_section  # estimators side by side, Rosenbaum, calibration
+
+    parts.append(methods_section(results))
     mis = results.get("misclassification")
     if mis and mis.get("ate_corrected"):
         parts += [

@@ -38,6 +38,18 @@ MEDIATION_METHODS = ("baron_kenny", "linear", "ml")
 OVERLAP_RULES = ("none", "fixed", "crump")
 OVERLAP_WEIGHTINGS = ("ipw", "overlap")
 MISSING_POLICIES = ("indicator", "drop", "error")
+# causal.methods.METHODS, repeated so a config check imports no estimator (tests/test_methods.py pins them).
+METHODS = (
+    "aipw_ate",
+    "aipw_att",
+    "ipw_ate",
+    "ipw_att",
+    "matching_ate",
+    "matching_att",
+    "t_learner_ate",
+    "linear_dml_ate",
+    "causal_forest_ate",
+)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # The keys each node's code reads, including optional keys the YAML defaults do not set. The keys the shipped YAML
@@ -47,12 +59,13 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset(
         {"seed", "alpha", "n_jobs", "steps", "roles", "data", "estimator", "nuisance", "screening", "overlap", "dml"}
         | {"mediation", "sensitivity", "misclassification", "input", "labels", "paths", "evaluate", "report"}
-        | {"vision", "ray", "runner", "hydra", "estimand"}
+        | {"vision", "ray", "runner", "hydra", "estimand", "methods"}
     ),
     "roles": frozenset({"treatment", "outcome", "confounders", "modifiers", "mediator", "groups"}),
     "screening": frozenset({"features", "alpha", "exclude", "max_levels"}),
     "overlap": frozenset({"rule", "threshold", "weighting", "bins"}),
     "dml": frozenset({"compare", "moderation", "plots", "clip"}),
+    "methods": frozenset({"include", "caliper", "n_neighbors", "variance_neighbors", "bias_correction", "reference"}),
     "estimator.linear_dml": frozenset({"name", "fit_cate_intercept", *_RAY_KEYS}),
     "estimator.causal_forest": frozenset({"name", *_FOREST_KEYS, *_RAY_KEYS}),
     "nuisance": frozenset(
@@ -339,6 +352,7 @@ def _check_config(plain: Mapping, problems: _Problems, known_steps: Iterable[str
     _check_screening_overlap(plain, problems)
     _check_mediation(plain.get("mediation"), "mediation" in steps, problems)
     _check_sensitivity(plain, steps, problems)
+    _check_methods(plain.get("methods"), "methods" in steps, problems)
     evaluate = plain.get("evaluate")
     problems.unknown_keys(evaluate, allowed_keys("evaluate"), "evaluate")
     problems.number(evaluate, "iou_threshold", "evaluate", low=0, high=1, open_low=True)
@@ -487,6 +501,20 @@ def _check_screening_overlap(plain: Mapping, problems: _Problems) -> None:
     problems.number(overlap, "threshold", "overlap", low=0, high=0.5, open_high=True)
     problems.number(overlap, "bins", "overlap", low=1, integer=True)
     problems.unknown_keys(dml_opts, allowed_keys("dml"), "dml")
+
+
+def _check_methods(node: Any, runs: bool, problems: _Problems) -> None:
+    """``methods``: the estimators side by side (causal/methods.py)."""
+    problems.unknown_keys(node, allowed_keys("methods"), "methods")
+    if not isinstance(node, Mapping) or not runs:
+        return
+    include = problems.choices(node.get("include") or list(METHODS), METHODS, "methods.include", "method(s)")
+    reference = node.get("reference")
+    if reference is not None and reference not in include:
+        problems.add("methods.reference", f"{reference!r} is not among methods.include {include}")
+    problems.number(node, "caliper", "methods", low=0, open_low=True)
+    problems.number(node, "n_neighbors", "methods", low=1, integer=True)
+    problems.number(node, "variance_neighbors", "methods", low=1, integer=True)
 
 
 def _check_mediation(mediation: Any, runs: bool, problems: _Problems) -> None:
