@@ -118,8 +118,9 @@ def _sentence(out: Mapping[str, Any], estimates: Mapping[str, Mapping[str, Any]]
     worst = max(diffs, key=lambda k: abs(diffs[k]["z"]))
     level = 100 * (1 - out["alpha"])
     if out["verdict"] == "agree":
+        refs = {out["reference"]} if isinstance(out["reference"], str) else set(REFERENCE.values()) & set(estimates)
         return (
-            f"The {len(diffs) + 1} estimators agree: their differences are within sampling noise "
+            f"The {len(diffs) + len(refs)} estimators tested agree: their differences are within sampling noise "
             f"(joint test p = {out['p_value']:.3g}; largest |z| {abs(diffs[worst]['z']):.2f}, {worst})."
         )
     est = estimates[worst]

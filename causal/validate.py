@@ -31,7 +31,7 @@ from causal.dml import _FOREST_KEYS, _RAY_KEYS, ESTIMATORS
 MISSING = "???"
 # Names the step modules accept (causal.sensitivity / causal.mediation import statsmodels: half a second; the lists
 # are repeated here so a config check costs nothing, and tests/test_validate.py pins them to the modules).
-ANALYSES = ("e_value", "ovb", "dml", "refutations", "misclassification")
+ANALYSES = ("e_value", "ovb", "dml", "refutations", "misclassification", "rosenbaum")
 DEFAULT_ANALYSES = ANALYSES[:4]
 REFUTATIONS = ("placebo_treatment", "random_common_cause", "data_subset", "dummy_outcome")
 MEDIATION_METHODS = ("baron_kenny", "linear", "ml")
@@ -77,7 +77,10 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "nuisance.grid": frozenset({"classifier", "regressor"}),
     "mediation": frozenset({"methods", "primary", "alpha", "n_boot", "cluster", "cov_type", "ml"}),
     "mediation.ml": frozenset({"n_folds", "interaction", "control_value", "treat_value", "reuse_nuisance", "repeats"}),
-    "sensitivity": frozenset({"analyses", "alpha", "ovb", "dml", "refutations", "misclassification", "cluster"}),
+    "sensitivity": frozenset(
+        {"analyses", "alpha", "ovb", "dml", "refutations", "misclassification", "cluster", "rosenbaum"}
+    ),
+    "sensitivity.rosenbaum": frozenset({"caliper", "gammas"}),
     "sensitivity.ovb": frozenset({"benchmark_covariates", "kd", "ky", "q", "plot"}),
     "sensitivity.dml": frozenset({"c_y", "c_t", "rho", "null_hypothesis"}),
     "sensitivity.refutations": frozenset({"kinds", "n_sims", "subset_fraction", "tolerance_se", "seed"}),
@@ -540,7 +543,7 @@ def _check_sensitivity(plain: Mapping, steps: list[str], problems: _Problems) ->
     problems.unknown_keys(sens, allowed_keys("sensitivity"), "sensitivity")
     if not isinstance(sens, Mapping):
         return
-    for part in ("ovb", "dml", "refutations", "misclassification"):
+    for part in ("ovb", "dml", "refutations", "misclassification", "rosenbaum"):
         problems.unknown_keys(sens.get(part), allowed_keys(f"sensitivity.{part}"), f"sensitivity.{part}")
     if "sensitivity" not in steps:
         return
@@ -571,6 +574,10 @@ def _check_sensitivity(plain: Mapping, steps: list[str], problems: _Problems) ->
         problems.number(ref, "n_sims", "sensitivity.refutations", low=1, integer=True)
         problems.number(ref, "subset_fraction", "sensitivity.refutations", low=0, high=1, open_low=True, open_high=True)
         problems.number(ref, "tolerance_se", "sensitivity.refutations", low=0, open_low=True)
+    if "rosenbaum" in analyses and isinstance(sens.get("rosenbaum"), Mapping):
+        problems.number(sens["rosenbaum"], "caliper", "sensitivity.rosenbaum", low=0, open_low=True)
+        for i, value in enumerate(sens["rosenbaum"].get("gammas") or []):
+            problems.number({f"gammas[{i}]": value}, f"gammas[{i}]", "sensitivity.rosenbaum", low=1)
     if "misclassification" in analyses:
         _check_misclassification(plain, steps, problems)
 
