@@ -13,6 +13,8 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+MAX_GROUP_ROWS = 30  # calibrated rows shown per group column
+
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
@@ -106,9 +108,9 @@ def _calibration_part(results: Mapping[str, Any]) -> list[str]:
          cal["observational"]["ci_high"]),
         ("bias (observational - experimental)", cal["bias"], cal["bias_ci_low"], cal["bias_ci_high"]),
     ]  # fmt: skip
-    if cal.get("calibrated"):
-        c = cal["calibrated"]
-        rows.append(("calibrated observational", c["estimate"], c["ci_low"], c["ci_high"]))
+    for column, levels in (cal.get("calibrated") or {}).items():
+        for level, c in list(levels.items())[:MAX_GROUP_ROWS]:
+            rows.append((f"calibrated: {column} = {level}", c["estimate"], c["ci_low"], c["ci_high"]))
     return [
         "<h2>Calibration against randomised rows</h2>",
         f"<p>{html.escape(str(cal.get('sentence', '')))}</p>",

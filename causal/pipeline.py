@@ -328,6 +328,8 @@ STEPS: dict[str, StepFn] = {
     "sensitivity": _external("causal.sensitivity:run_step"),
     # Other estimators side by side and their agreement test: writes estimates_by_method and agreement.
     "methods": _external("causal.methods:run_step"),
+    # Experimental vs observational effect on the rows data.randomised_column flags: the calibration block.
+    "calibration": _external("causal.calibration:run_step"),
     # Issue 6: vision steps (run by scripts/run_experiment.py before the data) and report.html (after the results).
     "annotate": _orchestrated("annotate"),
     "evaluate": _orchestrated("evaluate"),
@@ -347,6 +349,7 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "mediation": ("overlap",),
     "sensitivity": ("overlap", "dml"),
     "methods": ("overlap", "dml"),
+    "calibration": (),
     "report": (),
 }
 

@@ -90,9 +90,12 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     ),
     "data.table": frozenset(
         {"name", "path", "images", "id_column", "max_lost_fraction", "outcome_derived", "query", "prepare"}
+        | {"randomised_column"}
     ),
     # data.simulated / data.sample: these plus simulate_catalog's keyword arguments (see _simulator_keys).
-    "data.simulated": frozenset({"name", "prepare", "features_path", "seed", "outcome_derived", "query"}),
+    "data.simulated": frozenset(
+        {"name", "prepare", "features_path", "seed", "outcome_derived", "query", "randomised_column"}
+    ),
     "data.prepare": frozenset(_PREPARE_KEYS),
     "evaluate": frozenset({"iou_threshold", "score_threshold", "group_by", "feed_misclassification"}),
     "paths": frozenset({"outputs", "annotations", "cache"}),
@@ -356,6 +359,9 @@ def _check_config(plain: Mapping, problems: _Problems, known_steps: Iterable[str
     _check_mediation(plain.get("mediation"), "mediation" in steps, problems)
     _check_sensitivity(plain, steps, problems)
     _check_methods(plain.get("methods"), "methods" in steps, problems)
+    data = plain.get("data") if isinstance(plain.get("data"), Mapping) else {}
+    if "calibration" in steps and not data.get("randomised_column"):
+        problems.add("data.randomised_column", "the calibration step needs the column that flags randomised rows")
     evaluate = plain.get("evaluate")
     problems.unknown_keys(evaluate, allowed_keys("evaluate"), "evaluate")
     problems.number(evaluate, "iou_threshold", "evaluate", low=0, high=1, open_low=True)
@@ -626,6 +632,8 @@ def _check_columns(plain: Mapping, columns: list[str], problems: _Problems) -> N
     if "screening" in steps:
         features = (plain.get("screening") or {}).get("features")
         wanted += [("screening.features", col) for col in ([features] if isinstance(features, str) else features or [])]
+    if "calibration" in steps:
+        wanted.append(("data.randomised_column", (plain.get("data") or {}).get("randomised_column")))
     sens = plain.get("sensitivity") or {}
     if "sensitivity" in steps and "misclassification" in (sens.get("analyses") or []):
         wanted.append(("sensitivity.misclassification.cluster", (sens.get("misclassification") or {}).get("cluster")))
