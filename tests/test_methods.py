@@ -8,6 +8,7 @@ standard error of a coverage rate over the seeds.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +143,27 @@ def test_bad_methods_config_is_refused_before_fitting():
     assert keys == ["methods.caliper", "methods.include"]
     with pytest.raises(validate.ConfigError, match="methods.cailper"):
         validate.validate_config(OmegaConf.create({"methods": {"cailper": 0.2}}))
+
+
+def test_methods_step_writes_every_estimator_from_the_runs_nuisances(tmp_path):
+    """A small simulator run (fixed small nuisances and forest instead of the shipped learner choice, to keep the
+    test at seconds): every method is written, the AIPW entries are the run's estimands, the agreement test ran."""
+    from hydra import compose, initialize_config_dir
+
+    from causal.pipeline import run
+
+    shrink = ["data.n_titles=100", "nuisance=xgboost", "nuisance.folds=3", "nuisance.classifier.n_estimators=60"]
+    shrink += ["nuisance.regressor.n_estimators=60", "estimator.n_estimators=40", "steps=[overlap,dml,methods]"]
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=shrink)
+    results = run(cfg, tmp_path)
+    by_method = results["estimates_by_method"]
+    assert list(by_method) == list(methods.METHODS)
+    for name, rec in by_method.items():
+        assert rec["ci_low"] <= rec["estimate"] <= rec["ci_high"], name
+        assert rec["estimand"] == ("att" if name.endswith("_att") else "ate")
+    assert by_method["aipw_ate"]["estimate"] == pytest.approx(results["estimands"]["ate"]["estimate"])
+    assert by_method["aipw_att"]["estimate"] == pytest.approx(results["estimands"]["att"]["estimate"])
+    agreement = results["agreement"]
+    assert agreement["verdict"] in ("agree", "disagree") and 0 <= agreement["p_value"] <= 1
+    assert agreement["not_tested"] == ["linear_dml_ate"] and agreement["df"] == 6
