@@ -199,6 +199,8 @@ def run_step(ctx: Any) -> None:
     if unknown:
         raise ValueError(f"config key methods: unknown key(s) {unknown}; allowed {sorted(KEYS)}")
     include = tuple(opts.get("include") or METHODS)
+    if not set(np.unique(ctx.dataset.t).tolist()) <= {0.0, 1.0}:
+        raise ValueError("step methods: weighting, matching and the per-arm outcome models need a 0/1 treatment")
     clip = float(ctx.step_config("dml").get("clip", estimands.DEFAULT_CLIP))
     keep = ctx.keep
     arms = (

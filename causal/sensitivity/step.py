@@ -233,8 +233,10 @@ def run_step(ctx: Any) -> dict[str, Any]:
         out["dml"] = _dml_analysis(ctx, opts, alpha)
     if "refutations" in analyses:
         out["refutations"] = _refutation_analysis(ctx, opts, frame, w_columns, alpha)
-    if "rosenbaum" in analyses:
+    if "rosenbaum" in analyses and set(np.unique(ctx.dataset.t).tolist()) <= {0.0, 1.0}:
         out["rosenbaum"] = _rosenbaum_analysis(ctx, opts, alpha)
+    elif "rosenbaum" in analyses:  # in the default analyses: a run with a count treatment keeps the others
+        log.info("sensitivity.rosenbaum skipped: matched pairs need a 0/1 treatment")
     if "misclassification" in analyses:
         from causal.misclassification import run_step as misclassification_step
 
