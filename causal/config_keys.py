@@ -20,13 +20,25 @@ from causal.dml import _FOREST_KEYS, _RAY_KEYS
 MISSING = "???"
 # Names the step modules accept (causal.sensitivity / causal.mediation import statsmodels: half a second; the lists
 # are repeated here so a config check costs nothing, and tests/test_validate.py pins them to the modules).
-ANALYSES = ("e_value", "ovb", "dml", "refutations", "misclassification")
+ANALYSES = ("e_value", "ovb", "dml", "refutations", "misclassification", "rosenbaum")
 DEFAULT_ANALYSES = ANALYSES[:4]
 REFUTATIONS = ("placebo_treatment", "random_common_cause", "data_subset", "dummy_outcome")
 MEDIATION_METHODS = ("baron_kenny", "linear", "ml")
 OVERLAP_RULES = ("none", "fixed", "crump")
 OVERLAP_WEIGHTINGS = ("ipw", "overlap")
 MISSING_POLICIES = ("indicator", "drop", "error")
+# causal.methods.METHODS, repeated so a config check imports no estimator (tests/test_methods.py pins them).
+METHODS = (
+    "aipw_ate",
+    "aipw_att",
+    "ipw_ate",
+    "ipw_att",
+    "matching_ate",
+    "matching_att",
+    "t_learner_ate",
+    "linear_dml_ate",
+    "causal_forest_ate",
+)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # in a checkout; see conf_dir()
 # The keys each node's code reads, including optional keys the YAML defaults do not set. For the nodes without a
@@ -37,7 +49,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset(
         {"seed", "alpha", "n_jobs", "steps", "roles", "data", "estimator", "nuisance", "screening", "overlap", "dml"}
         | {"mediation", "sensitivity", "misclassification", "input", "labels", "paths", "evaluate", "report"}
-        | {"vision", "ray", "runner", "hydra", "estimand", "engagement", "display_names"}
+        | {"vision", "ray", "runner", "hydra", "estimand", "engagement", "display_names", "methods"}
     ),
     "estimator.linear_dml": frozenset({"name", "fit_cate_intercept", *_RAY_KEYS}),
     "estimator.causal_forest": frozenset({"name", *_FOREST_KEYS, *_RAY_KEYS}),
@@ -50,9 +62,12 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "nuisance.grid": frozenset({"classifier", "regressor"}),
     "data.table": frozenset(
         {"name", "path", "images", "id_column", "max_lost_fraction", "outcome_derived", "query", "prepare"}
+        | {"randomised_column"}
     ),
     # data.simulated / data.sample: these plus simulate_catalog's keyword arguments (see _simulator_keys).
-    "data.simulated": frozenset({"name", "prepare", "features_path", "seed", "outcome_derived", "query"}),
+    "data.simulated": frozenset(
+        {"name", "prepare", "features_path", "seed", "outcome_derived", "query", "randomised_column"}
+    ),
     "data.prepare": frozenset(_PREPARE_KEYS),
 }
 # Run by scripts/run_experiment.py before the causal steps (also registered in causal.pipeline.STEPS as no-ops).

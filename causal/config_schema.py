@@ -124,14 +124,31 @@ class MisclassificationConfig:
 
 
 @dataclass
+class RosenbaumConfig:
+    caliper: float = 0.2
+    gammas: list[float] = field(default_factory=lambda: [1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])
+
+
+@dataclass
 class SensitivityConfig:
-    analyses: list[str] = field(default_factory=lambda: ["e_value", "ovb", "dml", "refutations"])
+    analyses: list[str] = field(default_factory=lambda: ["e_value", "ovb", "dml", "refutations", "rosenbaum"])
     alpha: float = II("alpha")
     cluster: Optional[str] = None  # column for cluster-robust standard errors of the analyses that support them
     ovb: OvbConfig = field(default_factory=OvbConfig)
     dml: DmlBoundsConfig = field(default_factory=DmlBoundsConfig)
     refutations: RefutationsConfig = field(default_factory=RefutationsConfig)
     misclassification: MisclassificationConfig = field(default_factory=MisclassificationConfig)
+    rosenbaum: RosenbaumConfig = field(default_factory=RosenbaumConfig)
+
+
+@dataclass
+class MethodsConfig:
+    include: Optional[list[str]] = None
+    caliper: Optional[float] = 0.2
+    n_neighbors: int = 1
+    variance_neighbors: int = 2
+    bias_correction: bool = True
+    reference: Optional[str] = None
 
 
 @dataclass
@@ -155,6 +172,7 @@ SCHEMAS: dict[str, type] = {
     "screening": ScreeningConfig,
     "overlap": OverlapConfig,
     "dml": DmlConfig,
+    "methods": MethodsConfig,
     "mediation": MediationConfig,
     "sensitivity": SensitivityConfig,
     "evaluate": EvaluateConfig,

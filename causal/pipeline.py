@@ -331,6 +331,10 @@ STEPS: dict[str, StepFn] = {
     # Each module provides run_step(ctx: RunContext) -> dict, stored under results[<step>].
     "mediation": _external("causal.mediation:run_step"),
     "sensitivity": _external("causal.sensitivity:run_step"),
+    # Other estimators side by side and their agreement test: writes estimates_by_method and agreement.
+    "methods": _external("causal.methods:run_step"),
+    # Experimental vs observational effect on the rows data.randomised_column flags: the calibration block.
+    "calibration": _external("causal.calibration:run_step"),
     # Vision steps (run by causal.experiment before the data, through injected stages) and report.html (after).
     "annotate": _orchestrated("annotate"),
     "evaluate": _orchestrated("evaluate"),
@@ -349,6 +353,8 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "dml": ("overlap",),
     "mediation": ("overlap",),
     "sensitivity": ("overlap", "dml"),
+    "methods": ("overlap", "dml"),
+    "calibration": (),
     "report": (),
 }
 

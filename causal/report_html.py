@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from causal.methods_report import methods_section
 from causal.reporting import diagnostics, effects, sections
 from causal.reporting.figures import plot_effect_vs_naive, plot_mediation_diagram
 from causal.reporting.gallery import analysed_image_ids, gallery_html
@@ -184,11 +185,31 @@ def render_report(
         return file_png(plots_dir / named[key]) if plots_dir is not None and key in named else None
 
     title = title or question(results, names)
+    parts = _opening_parts(results, evaluation, names, title)
+    if gallery:
+        parts += ["<h2>The artwork</h2>", gallery]
+    parts += _analysis_parts(results, names, run_plot)
+    parts += _linked_parts(links, plots_dir, names)
+    if evaluation:
+        parts += _detector_part(evaluation, evaluation_dir)
+    parts += ["<h2>Run</h2>", diagnostics.table(["package", "version"], diagnostics.versions())]
+    if config_yaml:
+        parts += ["<details><summary>resolved config</summary>", f"<pre>{html.escape(config_yaml)}</pre></details>"]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+        + "\n".join(p for p in parts if p)
+        + "\n</body></html>\n"
+    )
+
+
+def _opening_parts(results: Mapping[str, Any], evaluation: Any, names: DisplayNames, title: str) -> list[str]:
+    """Title, the headline verdict, the plain summary, failed steps, and the question with its assumptions."""
     t, y = (
         html.escape(names(results.get("treatment", "treatment"))),
         html.escape(names(results.get("outcome", "outcome"))),
     )
-    parts = [
+    return [
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="muted">source: {html.escape(str(results.get("source", "")))}; steps: '
         f"{html.escape(', '.join(map(str, results.get('steps', []))))}; seed {results.get('seed', '')}</p>",
@@ -201,8 +222,11 @@ def render_report(
         "run that speaks to it.</p>",
         sections.assumptions(results, evaluation, names),
     ]
-    if gallery:
-        parts += ["<h2>The artwork</h2>", gallery]
+
+
+def _analysis_parts(results: Mapping[str, Any], names: DisplayNames, run_plot: Any) -> list[str]:
+    """One section per analysis the run holds, in the order a reader needs them."""
+    parts: list[str] = []
     if results.get("screening"):
         parts += _screening_part(results, names)
     if results.get("overlap"):
@@ -221,20 +245,10 @@ def render_report(
             img(run_plot("ovb_contour"), "sensitivity contour"),
             diagnostics.sensitivity(results["sensitivity"], names),
         ]
+    parts.append(methods_section(results))  # estimators side by side, Rosenbaum bounds, calibration
     if (results.get("misclassification") or {}).get("ate_corrected"):
         parts += _misclassification_part(results["misclassification"])
-    parts += _linked_parts(links, plots_dir, names)
-    if evaluation:
-        parts += _detector_part(evaluation, evaluation_dir)
-    parts += ["<h2>Run</h2>", diagnostics.table(["package", "version"], diagnostics.versions())]
-    if config_yaml:
-        parts += ["<details><summary>resolved config</summary>", f"<pre>{html.escape(config_yaml)}</pre></details>"]
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
-        + "\n".join(p for p in parts if p)
-        + "\n</body></html>\n"
-    )
+    return parts
 
 
 def write_report(results: Mapping[str, Any], out_dir: str | Path, **kwargs: Any) -> Path:

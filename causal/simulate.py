@@ -209,6 +209,7 @@ def simulate_catalog(
     impressions_median: float = 5000.0,
     embedding_dim: int = 0,
     count_popularity: float = 0.0,
+    explore_share: float = 0.0,
 ) -> SimulatedCatalog:
     """Simulate a catalog of artworks with confounded face presence and a known effect on take rate.
 
@@ -223,6 +224,10 @@ def simulate_catalog(
         Propensity logit scale (>= 0). 0: randomised; 1: propensities mostly within [0.05, 0.95]; 2+: poor overlap.
     face_share : float
         Mean propensity (share of artworks with a face), in (0, 1).
+    explore_share : float
+        Share of artworks in randomised "explore" traffic, in [0, 1): a face by a fair coin at ``face_share``,
+        whatever the covariates; flagged by a boolean ``explore`` column (absent when 0, so other catalogs are
+        unchanged).
     features : DataFrame or None
         A real annotation images table to draw visual columns from; ``None`` draws them parametrically.
     ate : float
@@ -272,6 +277,7 @@ def simulate_catalog(
         raise ValueError(f"simulate_catalog: `max_faces` must be >= 1, got {max_faces}")
     _check("overlap", overlap, 0.0)
     _check("face_share", face_share, 1e-3, 1 - 1e-3)
+    _check("explore_share", explore_share, 0.0, 1 - 1e-3)
     _check("noise_sd", noise_sd, 0.0)
     _check("title_sd", title_sd, 0.0)
     _check("impressions_median", impressions_median, 1.0)
@@ -320,6 +326,9 @@ def simulate_catalog(
     else:
         intercept = float(optimize.brentq(lambda c: special.expit(c + spread).mean() - face_share, -30, 30))
     propensity = special.expit(intercept + spread)
+    if explore_share > 0:  # its own stream (the 7th child seed): the other draws stay as without explore rows
+        explore = np.random.default_rng(ss.spawn(1)[0]).random(n) < explore_share
+        propensity = np.where(explore, face_share, propensity)
     treated = rng_assign.random(n) < propensity
 
     # 2. Potential face features.
@@ -399,6 +408,8 @@ def simulate_catalog(
         _copy_real_visuals(data, all_rows, face_rows, face_pick, treated, rng_visual)
     else:
         _parametric_visuals(data, treated, rng_visual, embedding_dim, len(genre_names), g_idx)
+    if explore_share > 0:
+        data["explore"] = explore
     data["take_rate"] = take_rate
     data["impressions"] = impressions
     data["plays"] = plays.astype(np.int64)
@@ -618,7 +629,7 @@ def _copy_real_visuals(data, all_rows, face_rows, face_pick, treated, rng) -> No
 
 
 # ------------------------------------------------------------------------------------------------------ from config
-_NON_SIMULATOR_KEYS = ("name", "prepare", "features_path", "seed", "outcome_derived", "query")
+_NON_SIMULATOR_KEYS = ("name", "prepare", "features_path", "seed", "outcome_derived", "query", "randomised_column")
 
 
 def load_features(path: str | Path) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from causal.config_keys import (  # noqa: F401  (re-exported: the key lists' pub
     DEFAULT_ANALYSES,
     KNOWN_KEYS,
     MEDIATION_METHODS,
+    METHODS,
     MISSING,
     MISSING_POLICIES,
     OVERLAP_RULES,
@@ -169,6 +170,10 @@ def _check_config(plain: Mapping, problems: _Problems, known_steps: Iterable[str
     _check_screening_overlap(plain, problems)
     _check_mediation(plain.get("mediation"), "mediation" in steps, problems)
     _check_sensitivity(plain, steps, problems)
+    _check_methods(plain.get("methods"), "methods" in steps, problems)
+    data = plain.get("data") if isinstance(plain.get("data"), Mapping) else {}
+    if "calibration" in steps and not data.get("randomised_column"):
+        problems.add("data.randomised_column", "the calibration step needs the column that flags randomised rows")
     evaluate = plain.get("evaluate")
     problems.unknown_keys(evaluate, allowed_keys("evaluate"), "evaluate")
     problems.number(evaluate, "iou_threshold", "evaluate", low=0, high=1, open_low=True)
@@ -323,6 +328,20 @@ def _check_screening_overlap(plain: Mapping, problems: _Problems) -> None:
     problems.unknown_keys(dml_opts, allowed_keys("dml"), "dml")
 
 
+def _check_methods(node: Any, runs: bool, problems: _Problems) -> None:
+    """``methods``: the estimators side by side (causal/methods.py)."""
+    problems.unknown_keys(node, allowed_keys("methods"), "methods")
+    if not isinstance(node, Mapping) or not runs:
+        return
+    include = problems.choices(node.get("include") or list(METHODS), METHODS, "methods.include", "method(s)")
+    reference = node.get("reference")
+    if reference is not None and reference not in include:
+        problems.add("methods.reference", f"{reference!r} is not among methods.include {include}")
+    problems.number(node, "caliper", "methods", low=0, open_low=True)
+    problems.number(node, "n_neighbors", "methods", low=1, integer=True)
+    problems.number(node, "variance_neighbors", "methods", low=1, integer=True)
+
+
 def _check_mediation(mediation: Any, runs: bool, problems: _Problems) -> None:
     problems.unknown_keys(mediation, allowed_keys("mediation"), "mediation")
     if not isinstance(mediation, Mapping):
@@ -346,7 +365,7 @@ def _check_sensitivity(plain: Mapping, steps: list[str], problems: _Problems) ->
     problems.unknown_keys(sens, allowed_keys("sensitivity"), "sensitivity")
     if not isinstance(sens, Mapping):
         return
-    for part in ("ovb", "dml", "refutations", "misclassification"):
+    for part in ("ovb", "dml", "refutations", "misclassification", "rosenbaum"):
         problems.unknown_keys(sens.get(part), allowed_keys(f"sensitivity.{part}"), f"sensitivity.{part}")
     if "sensitivity" not in steps:
         return
@@ -360,6 +379,8 @@ def _check_sensitivity(plain: Mapping, steps: list[str], problems: _Problems) ->
         problems.number(sens["dml"], "rho", "sensitivity.dml", low=-1, high=1)
     if "refutations" in analyses and isinstance(sens.get("refutations"), Mapping):
         _check_refutations(sens["refutations"], problems)
+    if "rosenbaum" in analyses and isinstance(sens.get("rosenbaum"), Mapping):
+        _check_rosenbaum(sens["rosenbaum"], problems)
     if "misclassification" in analyses:
         _check_misclassification(plain, steps, problems)
 
@@ -379,6 +400,12 @@ def _check_ovb(ovb: Mapping, roles: Any, problems: _Problems) -> None:
     for key in ("kd", "ky"):
         for i, value in enumerate(ovb.get(key) or []):
             problems.number({f"{key}[{i}]": value}, f"{key}[{i}]", "sensitivity.ovb", low=0, open_low=True)
+
+
+def _check_rosenbaum(node: Mapping, problems: _Problems) -> None:
+    problems.number(node, "caliper", "sensitivity.rosenbaum", low=0, open_low=True)
+    for i, value in enumerate(node.get("gammas") or []):
+        problems.number({f"gammas[{i}]": value}, f"gammas[{i}]", "sensitivity.rosenbaum", low=1)
 
 
 def _check_refutations(ref: Mapping, problems: _Problems) -> None:
@@ -432,6 +459,8 @@ def _check_columns(plain: Mapping, columns: list[str], problems: _Problems) -> N
     if "screening" in steps:
         features = (plain.get("screening") or {}).get("features")
         wanted += [("screening.features", col) for col in ([features] if isinstance(features, str) else features or [])]
+    if "calibration" in steps:
+        wanted.append(("data.randomised_column", (plain.get("data") or {}).get("randomised_column")))
     sens = plain.get("sensitivity") or {}
     if "sensitivity" in steps and "misclassification" in (sens.get("analyses") or []):
         wanted.append(("sensitivity.misclassification.cluster", (sens.get("misclassification") or {}).get("cluster")))

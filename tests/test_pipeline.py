@@ -43,7 +43,7 @@ def test_default_config_composes():
     assert cfg.data.name == "simulated" and cfg.estimator.name == "causal_forest"
     # Learner choice by out-of-fold loss is the default; nuisance=xgboost_grid keeps the tuned XGBoost.
     assert cfg.nuisance.name == "auto" and "constant" in cfg.nuisance.candidates and cfg.estimand == "ate"
-    assert list(cfg.steps) == ["screening", "overlap", "dml"]
+    assert list(cfg.steps) == ["screening", "overlap", "dml", "methods"]  # methods: estimators side by side
     assert cfg.roles.treatment == "face_present" and list(cfg.roles.modifiers) == ["genre", "country"]
     hydra_cfg = OmegaConf.to_container(cfg.hydra, resolve=False)
     assert hydra_cfg["run"]["dir"].startswith("outputs/") and hydra_cfg["sweep"]["subdir"] == "${hydra.job.num}"

@@ -17,6 +17,8 @@ This package fills the ``sensitivity`` block of the results contract, one idea p
   ``robustness_value``, ``sensitivity_summary``.
 * :mod:`~causal.sensitivity.refute` -- :func:`refute`: placebo treatment, random common cause, data subsets and
   dummy outcome, each with a verdict and its plain-language reading.
+* :mod:`~causal.sensitivity.rosenbaum` -- :func:`rosenbaum_bounds`, :func:`gamma_critical`: Rosenbaum (2002)
+  bounds on the signed-rank test of the matched pairs under hidden bias Gamma.
 * :mod:`~causal.sensitivity.step` -- :func:`run_step`, the pipeline step (``causal.sensitivity:run_step``).
 """
 
@@ -30,6 +32,7 @@ from causal.sensitivity.refute import RANDOM_COMMON_CAUSE, REFUTATIONS, FitFn, r
 from causal.sensitivity.step import _DML_KEYS as _DML_KEYS
 from causal.sensitivity.step import _OVB_KEYS as _OVB_KEYS
 from causal.sensitivity.step import _REFUTE_KEYS as _REFUTE_KEYS
+from causal.sensitivity.step import _ROSENBAUM_KEYS as _ROSENBAUM_KEYS
 from causal.sensitivity.step import _STEP_KEYS as _STEP_KEYS
 from causal.sensitivity.step import ANALYSES, run_step
 
