@@ -30,7 +30,6 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
 
 from vision.device import resolve_device
 
@@ -344,6 +343,14 @@ class MTCNNDetector:
 # --------------------------------------------------------------------------------------------------------------------
 # Helpers (tensor code; facenet-pytorch's detect_face conventions, including its 1-based crop offsets)
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``torchvision.ops.batched_nms``, imported on first use (torchvision's import costs a second of start-up to
+    detectors that never call it)."""
+    from torchvision.ops import batched_nms as _batched_nms
+
+    return _batched_nms(boxes, scores, idxs, threshold)
 
 
 def _check_image(image: np.ndarray, k: int) -> tuple[int, int]:

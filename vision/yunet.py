@@ -28,8 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torchvision
 
+from vision import nms_kernel
 from vision.detect import FaceDetections
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     """
     boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     scores_t = torch.as_tensor(np.asarray(scores, dtype=np.float64).reshape(-1))
-    return torchvision.ops.nms(boxes_t, scores_t, float(iou_threshold)).numpy().astype(np.int64)
+    return nms_kernel.nms(boxes_t, scores_t, float(iou_threshold)).numpy().astype(np.int64)
 
 
 def _check_image(image: np.ndarray, k: int) -> tuple[int, int]:
