@@ -156,6 +156,8 @@ class FacenetEmbedder:
         """Embed (n, S, S, 3) uint8 RGB crops; returns (n, 512) float32 unit vectors."""
         import torch
 
+        from vision.device import host_to_device
+
         crops = np.asarray(crops)
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -163,7 +165,7 @@ class FacenetEmbedder:
         with torch.inference_mode():
             for i in range(0, len(crops), int(self.batch_size)):
                 x = torch.from_numpy(np.ascontiguousarray(crops[i : i + int(self.batch_size)]))
-                x = x.to(self.device_).permute(0, 3, 1, 2).float()
+                x = host_to_device(x, self.device_).permute(0, 3, 1, 2).float()
                 x = (x - 127.5) / 128.0  # facenet-pytorch's fixed_image_standardization
                 out.append(self.model_(x).float().cpu().numpy())
         return l2_normalise(np.concatenate(out))
