@@ -118,7 +118,13 @@ def device_overrides(device: str) -> list[str]:
     if device == "cpu":
         return []
     workers = max(1, len(os.sched_getaffinity(0)) - 1)
-    return [f"vision.device={device}", "vision/detector=mtcnn", "vision.batch_size=64", f"vision.num_workers={workers}"]
+    return [
+        f"vision.device={device}",
+        "vision/detector=mtcnn",
+        "vision.detector.batch_size=64",
+        "vision.batch_size=64",
+        f"vision.num_workers={workers}",
+    ]
 
 
 def run_worker(kind: str, input_dir: Path, output: Path, overrides: list[str] = (), device: str = "cpu") -> dict:
