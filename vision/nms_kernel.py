@@ -33,9 +33,11 @@ def _load_kernels() -> None:
             finder = importlib.machinery.FileFinder(
                 folder, (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES)
             )
-            torch.ops.load_library(finder.find_spec("_C").origin)
+            # The compiled extension is `_C_stable` since torchvision 0.26, `_C` before.
+            spec = next(filter(None, (finder.find_spec(name) for name in ("_C_stable", "_C"))))
+            torch.ops.load_library(spec.origin)
             torch.ops.torchvision.nms  # noqa: B018 - raises when the operator did not register
-        except (AttributeError, ImportError, IndexError, OSError, RuntimeError) as err:
+        except (AttributeError, ImportError, IndexError, OSError, RuntimeError, StopIteration) as err:
             log.debug("torchvision's kernels not loadable alone (%s); importing torchvision", err)
             import torchvision  # noqa: F401 - registers torch.ops.torchvision
         _loaded = True
