@@ -1,8 +1,10 @@
 """The streaming annotation pipeline: folder of artwork -> Parquet tables of images and faces.
 
-Flow: files are decoded in worker processes (a bounded window of them in flight, so memory stays flat whatever the
-folder size) -> batches go through the detector, the face embedder and the image features on the chosen device ->
-rows are accumulated and written as Parquet parts every ``part_size`` images.
+Flow: the decoding worker processes start and take the first files (:mod:`vision.decode_pool`; a bounded window in
+flight, so memory stays flat whatever the folder size) while the models load (:mod:`vision.annotator_config`) ->
+batches go through the detector, the face embedder and the image features on the chosen device
+(:mod:`vision.batch_annotator`) -> rows are written as Parquet parts every ``part_size`` images. The summary says
+where the time went, stage by stage.
 
 Trust on real folders. Every file gets exactly one images row: a file that cannot be decoded (empty, truncated,
 not an image, a dangling or looping symlink, a bomb) gets a ``status=error`` row naming the cause, and the run goes
