@@ -13,6 +13,14 @@ actor start-up and model loading included) and the marginal images/s between the
 and the largest difference between the local and the Ray tables (0 with equal torch thread counts; see
 ``--also-one-thread``, which adds the local runner with one torch thread).
 
+Driver share (``--actor-counts 1,2,4``): the Ray runner on the replicated sample with 1, 2, 4, ... actors sharing
+``--ray-cpus`` CPUs (many small actors on one machine stand in for a cluster). The actors write their own Parquet
+parts, the driver only reads a manifest per part: printed per actor count are the wall seconds per image, the
+driver process's CPU seconds per image (``getrusage``: Ray's driver threads included), its share of the time per
+image and the actors' own Parquet-writing seconds per image (what a driver that wrote every part would have spent
+on writing alone, before unpickling the rows). The driver's CPU is mostly Ray Data's scheduling loop, which runs
+as long as the run lasts whatever the number of images; its per-row work is one small JSON manifest per part.
+
 Causal: the nuisance cross-fit (``causal.nuisance.CrossFitNuisance``: ``--folds`` folds x (XGBoost propensity +
 outcome), grid search included with ``--tune``) with ``use_ray=false`` and ``use_ray=true`` (one Ray task per
 fold) on a simulated catalog (``causal.simulate``), then the causal forest; seconds of each and the largest
@@ -159,6 +167,52 @@ def bench_annotation(args: argparse.Namespace, work: Path) -> dict:
     return out
 
 
+def bench_driver(args: argparse.Namespace, work: Path) -> dict:
+    """The Ray runner's driver cost per image as actors are added (see the module docstring)."""
+    import resource
+
+    from vision.ray_runner import annotate_folder_ray
+
+    n = replicate(SAMPLE, work / "driver-in", args.replicate)
+    out = {"images": n, "by_actors": {}}
+    for actors in args.actor_counts:
+        cfg = compose_annotate(
+            [
+                "input=unused",
+                "output=unused",
+                f"vision.part_size={args.part_size}",
+                f"runner.actors={actors}",
+                # Half a CPU stays for the decoding tasks: an instance whose CPUs all go to actors never decodes.
+                f"runner.num_cpus_per_actor={(args.ray_cpus - 0.5) / actors:g}",
+                "runner.decode_num_cpus=0.5",
+                *args.override,
+            ]
+        )
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        summary = annotate_folder_ray(work / "driver-in", work / f"driver-out{actors}", cfg.vision, None, cfg.runner)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        driver_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        per_image = summary.seconds / n
+        out["by_actors"][actors] = {
+            "seconds": summary.seconds,
+            "wall_s_per_image": per_image,
+            "driver_cpu_s_per_image": driver_cpu / n,
+            "driver_share": driver_cpu / summary.seconds,
+            "actor_write_s_per_image": summary.stage_seconds.get("write", 0.0) / n,
+        }
+    return out
+
+
+def print_driver(d: dict) -> None:
+    print(f"\nRay driver cost, {d['images']} images (actors write their own parts)")
+    print(f"{'actors':>6}{'wall ms/img':>13}{'driver CPU ms/img':>19}{'driver share':>14}{'actor write ms/img':>20}")
+    for actors, r in d["by_actors"].items():
+        print(
+            f"{actors:>6}{1e3 * r['wall_s_per_image']:>13.1f}{1e3 * r['driver_cpu_s_per_image']:>19.2f}"
+            f"{r['driver_share']:>14.1%}{1e3 * r['actor_write_s_per_image']:>20.2f}"
+        )
+
+
 def bench_causal(args: argparse.Namespace) -> dict:
     import numpy as np
     from hydra import compose, initialize_config_dir
@@ -227,6 +281,8 @@ def main() -> None:
     ap.add_argument("--part-size", type=int, default=16, help="vision.part_size of both runners (default 16)")
     ap.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray instance (default 2)")
     ap.add_argument("--actors", type=int, default=2, help="annotation actors (default 2)")
+    ap.add_argument("--actor-counts", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4],
+                    help="actor counts of the driver-share measurement (default 1,2,4)")  # fmt: skip
     ap.add_argument("--also-one-thread", action="store_true", help="also time the local runner with 1 torch thread")
     ap.add_argument("--units", type=int, default=20000, help="simulated artworks for the causal fit")
     ap.add_argument("--folds", type=int, default=5)
@@ -234,7 +290,7 @@ def main() -> None:
     ap.add_argument("--n-jobs", type=int, default=1, help="threads per XGBoost model / forest")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=2, help="causal fits per runner; the fastest is reported")
-    ap.add_argument("--skip", choices=["annotation", "causal"], action="append", default=[])
+    ap.add_argument("--skip", choices=["annotation", "driver", "causal"], action="append", default=[])
     ap.add_argument("--override", action="append", default=[], help="extra annotate.yaml override, repeatable")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -251,6 +307,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
             if "annotation" not in args.skip:
                 results["annotation"] = bench_annotation(args, Path(tmp))
+            if "driver" not in args.skip:
+                results["driver"] = bench_driver(args, Path(tmp))
             if "causal" not in args.skip:
                 results["causal"] = bench_causal(args)
     finally:
@@ -283,6 +341,8 @@ def main() -> None:
                 diffs = {t: d for t, d in a[f"max_abs_difference_{name}_vs_ray"].items() if d}
                 verdict = "identical" if not diffs else "columns that differ (max |diff|): " + json.dumps(diffs)
                 print(f"{name} vs ray outputs: {verdict}")
+    if "driver" in results:
+        print_driver(results["driver"])
     if "causal" in results:
         c = results["causal"]
         lo, ra = c["local"], c["ray"]

@@ -252,3 +252,48 @@ def test_bad_input_folder_on_ray_with_the_shipped_defaults(ray_local, tmp_path, 
     summary = annotate_from_config(cfg.vision, tmp_path / "in", out, runner_cfg=cfg.runner, ray_cfg=cfg.ray)
     assert summary.errors == sum(c is not None for c in expected.values())
     check_bad_input_rows(tmp_path / "out", expected, astronaut)
+
+
+@requires_ray
+@pytest.mark.ray
+@pytest.mark.slow
+def test_actors_write_the_parts_and_the_driver_writes_none(ray_local, tmp_path, astronaut, monkeypatch):
+    """The driver process may not write a part (actors do, in their own processes); the tables still equal the
+    local runner's, under the same part names."""
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    import vision.ray_runner
+    import vision.store
+    from vision.annotate import annotate_folder, annotator_from_config
+    from vision.ray_runner import annotate_folder_ray
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(7):
+        Image.fromarray(astronaut).resize((200 + 40 * k, 200 + 40 * k)).save(folder / f"a{k}.png")
+    local_out = tmp_path / "local"
+    annotate_folder(
+        folder,
+        local_out,
+        annotator_from_config(OmegaConf.create(VISION)),
+        batch_size=VISION["batch_size"],
+        part_size=3,
+        num_workers=0,
+        max_pixels=VISION["max_pixels"],
+        max_long_side=VISION["max_long_side"],
+    )
+
+    def no_driver_writes(*args, **kwargs):
+        raise AssertionError("the driver wrote a part")
+
+    monkeypatch.setattr(vision.store.PartWriter, "write", no_driver_writes)
+    monkeypatch.setattr(vision.ray_runner, "write_part", no_driver_writes)  # the name the actors' module uses
+    ray_out = tmp_path / "ray"
+    summary = annotate_folder_ray(folder, ray_out, {**VISION, "part_size": 3}, None, RUNNER)
+    assert (summary.ok, summary.errors) == (7, 0) and summary.stage_seconds["write"] > 0
+    assert _parts(ray_out) == _parts(local_out) == [f"part-{k:06d}.parquet" for k in range(3)]
+    for table in ("images", "faces"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(ray_out / table), pd.read_parquet(local_out / table), check_exact=True
+        )

@@ -92,6 +92,9 @@ def _print_summary(summary: AnnotationSummary, output_dir: Path) -> None:
         f"changed (annotated again) {summary.changed}  removed (file gone) {summary.removed}  "
         f"seconds {summary.seconds:.1f}  images/s {summary.images_per_second:.2f}"
     )
+    if summary.stage_seconds:
+        models = f"models loaded in {summary.load_seconds:.1f} s; " if summary.load_seconds > 0 else ""
+        print(f"{models}time by stage: {summary.stage_line()}")
     if summary.error_causes:
         print("errors by cause: " + json.dumps(summary.error_causes))
     print(f"images table: {output_dir / 'images'}\nfaces table:  {output_dir / 'faces'}")

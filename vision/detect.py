@@ -29,10 +29,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
 
 from vision.detector_base import FaceDetections, FaceDetector
-from vision.device import resolve_device
+from vision.device import host_to_device, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +199,8 @@ class MTCNNDetector(FaceDetector):
                 canvas[j, :h, :w] = _resize(imgs[i], (h, w))
             # NHWC memory seen as NCHW is channels-last, the layout in which oneDNN runs P-net's convolutions
             # about 1.5-2x faster on the CPU.
-            batch = torch.from_numpy(canvas).to(dev).permute(0, 3, 1, 2).float().sub_(127.5).mul_(0.0078125)
+            batch = host_to_device(torch.from_numpy(canvas), dev).permute(0, 3, 1, 2)
+            batch = batch.float().sub_(127.5).mul_(0.0078125)
             reg, prob = _pnet_forward(pnet, batch, level_sizes)
             boxes, inds = _generate_boxes(reg, prob, scale, float(self.thresholds[0]))
             if len(boxes) == 0:
@@ -292,6 +292,14 @@ class MTCNNDetector(FaceDetector):
 # --------------------------------------------------------------------------------------------------------------------
 # Helpers (tensor code; facenet-pytorch's detect_face conventions, including its 1-based crop offsets)
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``torchvision.ops.batched_nms``, imported on first use (torchvision's import costs a second of start-up to
+    detectors that never call it)."""
+    from torchvision.ops import batched_nms as _batched_nms
+
+    return _batched_nms(boxes, scores, idxs, threshold)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -398,7 +406,7 @@ def _crop_boxes(
             imgs[ind[k]][y[k] - 1 : ey[k], x[k] - 1 : ex[k]], (out, out), interpolation=cv2.INTER_AREA
         )
     keep = torch.as_tensor(picked, device=boxes.device)
-    crops_t = torch.from_numpy(crops).to(boxes.device).permute(0, 3, 1, 2).float()
+    crops_t = host_to_device(torch.from_numpy(crops), boxes.device).permute(0, 3, 1, 2).float()
     return crops_t, boxes[keep], inds[keep]
 
 

@@ -48,6 +48,16 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     return torch.device(spec)
 
 
+def host_to_device(x: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """Copy a CPU tensor to ``device``. To a CUDA device the copy goes through page-locked (pinned) memory and is
+    asynchronous, so it overlaps the host's next work; elsewhere it is ``x.to(device)`` (the same tensor on the CPU).
+    Kernels queued after it on the same stream see the copied values."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
+
+
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())

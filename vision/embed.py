@@ -1,4 +1,5 @@
-"""Face embeddings: one small protocol, several backends.
+"""Face embeddings: one small protocol, several backends (alignment in :mod:`vision.face_align`, facenet in
+:mod:`vision.embed_facenet`; both re-exported here).
 
 A backend turns the faces found by the detector in one upright RGB image into unit-length identity vectors:
 ``embed(image, detections) -> (n_faces, dim) float32``. Two backends:
@@ -27,34 +28,45 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import torch
+from vision.embed_facenet import FACENET_WEIGHTS, FacenetEmbedder, load_facenet
+from vision.face_align import (
+    BOX_LANDMARKS,
+    SFACE_TEMPLATE,
+    align_faces,
+    check_image,
+    concat_crops,
+    crop_faces,
+    l2_normalise,
+    similarity_transform,
+    split_rows,
+    usable_landmarks,
+)
 
+if TYPE_CHECKING:
     from vision.detect import FaceDetections
 
 log = logging.getLogger(__name__)
 
-#: Landmarks (left eye, right eye, nose, mouth left, mouth right; image left/right) of an aligned 112x112 face, as
-#: in OpenCV's ``FaceRecognizerSF.alignCrop`` (the ArcFace template) that SFace was trained on.
-SFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float64,
-)
-#: Typical landmark positions inside an MTCNN face box, as fractions of its width and height (medians over 15
-#: frontal faces, made left-right symmetric); used to align faces whose landmarks are missing. Measured: SFace
-#: cosine 0.85-0.98 between the box- and landmark-aligned embeddings of the same face.
-BOX_LANDMARKS = np.array([[0.27, 0.38], [0.73, 0.38], [0.50, 0.59], [0.29, 0.74], [0.71, 0.74]], dtype=np.float64)
+__all__ = [
+    "BOX_LANDMARKS",
+    "EMBEDDERS",
+    "FACENET_WEIGHTS",
+    "SFACE_COSINE_THRESHOLD",
+    "SFACE_TEMPLATE",
+    "FaceEmbedder",
+    "FacenetEmbedder",
+    "SFaceEmbedder",
+    "align_faces",
+    "crop_faces",
+    "find_sface_model",
+    "load_facenet",
+    "make_embedder",
+    "similarity_transform",
+]
+
 #: OpenCV's cosine-similarity threshold for SFace: at or above it, two faces are the same person.
 SFACE_COSINE_THRESHOLD = 0.363
 SFACE_ONNX = "face_recognition_sface_2021dec_int8bq.onnx"
-
-#: facenet-pytorch's download addresses and the file names it caches them under (``$TORCH_HOME/checkpoints/``).
-FACENET_WEIGHTS = {
-    "vggface2": "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
-    "casia-webface": (
-        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt"
-    ),
-}
 
 
 @runtime_checkable
@@ -80,108 +92,6 @@ class FaceEmbedder(Protocol):
             (n, dim) float32, each row of unit L2 norm; (0, dim) when there is no face.
         """
         ...
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Alignment
-# --------------------------------------------------------------------------------------------------------------
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform (rotation, uniform scale, translation) mapping ``src`` onto ``dst``.
-
-    Umeyama's closed form, the estimate OpenCV's ``alignCrop`` uses; unlike ``cv2.estimateAffinePartial2D`` it
-    has no random sampling, so the result is exact and deterministic.
-
-    Parameters
-    ----------
-    src, dst : np.ndarray
-        (k, 2) corresponding points, k >= 2.
-
-    Returns
-    -------
-    np.ndarray
-        (2, 3) float64 affine matrix for ``cv2.warpAffine``.
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    cov = dst_c.T @ src_c / len(src)
-    u, s, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[1] = -1.0  # a reflection is never a valid face alignment
-    rotation = u @ np.diag(d) @ vt
-    variance = (src_c**2).sum() / len(src)
-    scale = float((s * d).sum() / variance)
-    translation = dst_mean - scale * rotation @ src_mean
-    return np.hstack([scale * rotation, translation[:, None]])
-
-
-def _usable_landmarks(boxes: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
-    """Landmarks per face; where they are missing or degenerate, ``BOX_LANDMARKS`` placed in the face box."""
-    n = len(boxes)
-    lm = np.full((n, 5, 2), np.nan) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
-    lm = lm.reshape(n, 5, 2)
-    eye_distance = np.linalg.norm(lm[:, 1] - lm[:, 0], axis=1)
-    bad = ~np.isfinite(lm).all(axis=(1, 2)) | ~(eye_distance >= 1.0)
-    if bad.any():
-        b = np.asarray(boxes, dtype=np.float64).reshape(n, 4)[bad]
-        size = np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
-        lm = lm.copy()
-        lm[bad] = b[:, None, :2] + BOX_LANDMARKS[None] * size[:, None, :]
-        log.debug("%d face(s) without usable landmarks aligned from their boxes", int(bad.sum()))
-    return lm
-
-
-def align_faces(
-    image: np.ndarray,
-    landmarks: np.ndarray,
-    boxes: np.ndarray | None = None,
-    size: int = 112,
-    template: np.ndarray = SFACE_TEMPLATE,
-) -> np.ndarray:
-    """Warp each face onto the canonical template.
-
-    Parameters
-    ----------
-    image : np.ndarray
-        (H, W, 3) uint8 RGB.
-    landmarks : np.ndarray
-        (n, 5, 2) pixel coordinates in ``image``: left eye, right eye, nose, mouth left, mouth right.
-    boxes : np.ndarray, optional
-        (n, 4) x1, y1, x2, y2; used only for faces whose landmarks are missing (NaN) or degenerate.
-    size : int
-        Output side in pixels; ``template`` is given for 112 and scaled to ``size``.
-
-    Returns
-    -------
-    np.ndarray
-        (n, size, size, 3) uint8 RGB crops.
-    """
-    import cv2
-
-    landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
-    if boxes is not None:
-        landmarks = _usable_landmarks(np.asarray(boxes).reshape(-1, 4), landmarks)
-    dst = np.asarray(template, dtype=np.float64) * (size / 112.0)
-    out = np.empty((len(landmarks), size, size, 3), dtype=np.uint8)
-    for k, points in enumerate(landmarks):
-        # alignCrop's defaults: bilinear, constant (black) border outside the image.
-        out[k] = cv2.warpAffine(image, similarity_transform(points, dst), (size, size), flags=cv2.INTER_LINEAR)
-    return out
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
-    return image
-
-
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, np.float32(1e-12))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -306,14 +216,14 @@ class SFaceEmbedder:
         blob = np.ascontiguousarray(faces.transpose(0, 3, 1, 2), dtype=np.float32)
         step = int(self.batch_size) if self.batched_ else 1
         out = np.concatenate([self._forward(blob[i : i + step]) for i in range(0, len(blob), step)])
-        return _l2_normalise(out)
+        return l2_normalise(out)
 
     def align(self, image: np.ndarray, detections: FaceDetections) -> np.ndarray:
         """(n, 112, 112, 3) uint8 aligned crops of the detected faces."""
-        image = _check_image(image)
+        image = check_image(image)
         boxes = np.asarray(detections.boxes, dtype=np.float64).reshape(-1, 4)
         landmarks = getattr(detections, "landmarks", None)
-        landmarks = _usable_landmarks(boxes, landmarks)
+        landmarks = usable_landmarks(boxes, landmarks)
         return align_faces(image, landmarks, size=self.input_size)
 
     def embed(self, image: np.ndarray, detections: FaceDetections) -> np.ndarray:
@@ -323,203 +233,7 @@ class SFaceEmbedder:
     def embed_many(self, images: Sequence[np.ndarray], detections: Sequence[FaceDetections]) -> list[np.ndarray]:
         """Embed the faces of several images in shared forward passes; one (n_i, 128) array per image."""
         crops = [self.align(image, det) for image, det in zip(images, detections, strict=True)]
-        return _split(self.embed_aligned(_concat(crops, self.input_size)), [len(c) for c in crops], self.dim)
-
-
-def _concat(crops: list[np.ndarray], size: int) -> np.ndarray:
-    return np.concatenate(crops) if crops else np.zeros((0, size, size, 3), dtype=np.uint8)
-
-
-def _split(rows: np.ndarray, counts: list[int], dim: int) -> list[np.ndarray]:
-    bounds = np.cumsum([0, *counts])
-    return [rows[a:b].reshape(-1, dim) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# facenet-pytorch InceptionResnetV1
-# --------------------------------------------------------------------------------------------------------------
-def _facenet_help(pretrained: str) -> str:
-    url = FACENET_WEIGHTS[pretrained]
-    name = url.rsplit("/", 1)[1]
-    return (
-        f"download {url} on a machine with internet and either set vision.embedder.weights_path=/path/to/{name} "
-        f"or put the file in $TORCH_HOME/checkpoints/ (default ~/.cache/torch/checkpoints/{name}), where "
-        "facenet-pytorch looks before downloading; or use the offline default vision/embedder=sface"
-    )
-
-
-def load_facenet(pretrained: str | None, weights_path: str | Path | None = None) -> torch.nn.Module:
-    """Build facenet-pytorch's ``InceptionResnetV1`` (embedding mode) with the requested weights, on the CPU.
-
-    Parameters
-    ----------
-    pretrained : {"vggface2", "casia-webface"} or None
-        Which published weights; None gives random weights (tests only).
-    weights_path : str or Path, optional
-        A local copy of facenet-pytorch's weight file; when set, nothing is downloaded.
-
-    Raises
-    ------
-    ValueError
-        Unknown ``pretrained`` name, or a weights file whose tensors do not fit the model.
-    FileNotFoundError
-        ``weights_path`` does not exist.
-    RuntimeError
-        The weights are not cached and cannot be downloaded; the message says how to get the file.
-    """
-    import torch
-    from facenet_pytorch import InceptionResnetV1
-
-    if pretrained is not None and pretrained not in FACENET_WEIGHTS:
-        raise ValueError(
-            f"vision.embedder.pretrained={pretrained!r}: use one of {', '.join(FACENET_WEIGHTS)} (or null for "
-            "random weights)"
-        )
-    if weights_path is not None:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            hint = f"; {_facenet_help(pretrained)}" if pretrained is not None else ""
-            raise FileNotFoundError(f"vision.embedder.weights_path: no file at {path}{hint}")
-        model = InceptionResnetV1(pretrained=None, classify=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        # The published files carry the training classifier (logits.*), which embedding mode does not use.
-        state = {k: v for k, v in state.items() if not k.startswith("logits.")}
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"vision.embedder.weights_path: {path} is not an InceptionResnetV1 state dict: {exc}"
-            ) from exc
-        log.info("facenet weights loaded from %s", path)
-        return model.eval()
-    if pretrained is None:
-        log.warning("FacenetEmbedder with pretrained=None: random weights, embeddings carry no identity")
-        return InceptionResnetV1(pretrained=None, classify=False).eval()
-    try:
-        model = InceptionResnetV1(pretrained=pretrained, classify=False)
-    except Exception as exc:  # network errors come in many types (URLError, OSError, HTTPError, ssl errors)
-        raise RuntimeError(
-            f"could not load facenet-pytorch's {pretrained!r} weights (not cached, and the download failed: "
-            f"{type(exc).__name__}: {exc}); {_facenet_help(pretrained)}"
-        ) from exc
-    return model.eval()
-
-
-def crop_faces(image: np.ndarray, boxes: np.ndarray, image_size: int = 160, margin: float = 0) -> np.ndarray:
-    """Square face crops following facenet-pytorch's ``extract_face`` (box + margin, area resize).
-
-    Parameters
-    ----------
-    image : np.ndarray
-        (H, W, 3) uint8 RGB.
-    boxes : np.ndarray
-        (n, 4) x1, y1, x2, y2 in ``image`` pixels.
-    margin : float
-        Margin around the box, in pixels of the output crop (facenet-pytorch's definition).
-
-    Returns
-    -------
-    np.ndarray
-        (n, image_size, image_size, 3) uint8.
-    """
-    import cv2
-
-    h, w = image.shape[:2]
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    out = np.empty((len(boxes), image_size, image_size, 3), dtype=np.uint8)
-    for k, (x1, y1, x2, y2) in enumerate(boxes):
-        mx = margin * (x2 - x1) / (image_size - margin)
-        my = margin * (y2 - y1) / (image_size - margin)
-        # extract_face truncates to int; keep at least one pixel so boxes at the border still give a crop.
-        left = int(min(max(x1 - mx / 2, 0), w - 1))
-        top = int(min(max(y1 - my / 2, 0), h - 1))
-        right = max(int(min(x2 + mx / 2, w)), left + 1)
-        bottom = max(int(min(y2 + my / 2, h)), top + 1)
-        out[k] = cv2.resize(image[top:bottom, left:right], (image_size, image_size), interpolation=cv2.INTER_AREA)
-    return out
-
-
-class FacenetEmbedder:
-    """facenet-pytorch's ``InceptionResnetV1`` (512-d) on a torch device.
-
-    Parameters
-    ----------
-    pretrained : {"vggface2", "casia-webface"} or None
-        Published weights, downloaded by facenet-pytorch on first use and cached in ``$TORCH_HOME/checkpoints``;
-        None gives random weights (tests only).
-    weights_path : str or Path, optional
-        A local weight file (``vision.embedder.weights_path``); when set nothing is downloaded.
-    device : str or torch.device
-        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (see ``vision.device.resolve_device``).
-    batch_size : int
-        Faces per forward pass.
-    image_size : int
-        Crop side in pixels (160, as the weights were trained).
-    margin : float
-        Crop margin in output pixels, as facenet-pytorch's ``MTCNN(margin=...)``.
-
-    Attributes
-    ----------
-    model_ : torch.nn.Module
-        The network in eval mode on ``device_``.
-    device_ : torch.device
-    """
-
-    name = "facenet"
-    dim = 512
-
-    def __init__(
-        self,
-        pretrained: str | None = "vggface2",
-        weights_path: str | Path | None = None,
-        device: Any = "auto",
-        batch_size: int = 32,
-        image_size: int = 160,
-        margin: float = 0,
-    ) -> None:
-        from vision.device import resolve_device
-
-        self.pretrained = pretrained
-        self.weights_path = weights_path
-        self.device = device
-        self.batch_size = batch_size
-        self.image_size = image_size
-        self.margin = margin
-        if int(batch_size) < 1:
-            raise ValueError(f"vision.embedder.batch_size must be >= 1, got {batch_size}")
-        self.device_ = resolve_device(device)
-        self.model_ = load_facenet(pretrained, weights_path).to(self.device_)
-
-    def crop(self, image: np.ndarray, detections: FaceDetections) -> np.ndarray:
-        """(n, image_size, image_size, 3) uint8 crops of the detected faces."""
-        return crop_faces(_check_image(image), detections.boxes, self.image_size, self.margin)
-
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Embed (n, S, S, 3) uint8 RGB crops; returns (n, 512) float32 unit vectors."""
-        import torch
-
-        crops = np.asarray(crops)
-        if len(crops) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(crops), int(self.batch_size)):
-                x = torch.from_numpy(np.ascontiguousarray(crops[i : i + int(self.batch_size)]))
-                x = x.to(self.device_).permute(0, 3, 1, 2).float()
-                x = (x - 127.5) / 128.0  # facenet-pytorch's fixed_image_standardization
-                out.append(self.model_(x).float().cpu().numpy())
-        return _l2_normalise(np.concatenate(out))
-
-    def embed(self, image: np.ndarray, detections: FaceDetections) -> np.ndarray:
-        """(n_faces, 512) float32 unit vectors for the detected faces of one upright RGB image; (0, 512) if none."""
-        return self.embed_crops(self.crop(image, detections))
-
-    def embed_many(self, images: Sequence[np.ndarray], detections: Sequence[FaceDetections]) -> list[np.ndarray]:
-        """Embed the faces of several images in shared forward passes; one (n_i, 512) array per image."""
-        crops = [self.crop(image, det) for image, det in zip(images, detections, strict=True)]
-        return _split(self.embed_crops(_concat(crops, self.image_size)), [len(c) for c in crops], self.dim)
+        return split_rows(self.embed_aligned(concat_crops(crops, self.input_size)), [len(c) for c in crops], self.dim)
 
 
 EMBEDDERS: dict[str, type] = {"sface": SFaceEmbedder, "facenet": FacenetEmbedder}

@@ -297,12 +297,14 @@ class EfficientNetLite0Encoder:
     def _batches(self, batch: np.ndarray):
         import torch
 
+        from vision.device import host_to_device
+
         batch = np.asarray(batch)
         if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3) or batch.dtype != np.uint8:
             raise ValueError(f"expected (n, {self.input_size}, {self.input_size}, 3) uint8, got {batch.shape}")
         step = self.batch_size_
         for i in range(0, len(batch), step):
-            x = torch.from_numpy(np.ascontiguousarray(batch[i : i + step])).to(self.device_)
+            x = host_to_device(torch.from_numpy(np.ascontiguousarray(batch[i : i + step])), self.device_)
             # NHWC memory viewed as NCHW is exactly channels-last: no copy before the first convolution.
             x = x.permute(0, 3, 1, 2).float()
             yield (x - LITE_MEAN_RGB) / LITE_STDDEV_RGB

@@ -1,154 +1,62 @@
 """The annotation pipeline on Ray: the same per-batch work as :func:`vision.annotate.annotate_folder`, spread over a
-Ray cluster with Ray Data, writing the same Parquet layout.
+Ray cluster with Ray Data, writing the same Parquet parts; the driver never sees a row.
 
 Flow (a Ray Data streaming pipeline)::
 
-    from_items(parts)                  one row per Parquet part: its ``vision.part_size`` file paths
-      -> map_batches(_decode_parts)    CPU tasks: vision.io.load_image on each path (shared filesystem), then the
-                                       part is cut into the batches the local runner would form (see below)
+    from_items(parts)                  one row per Parquet part: its name (reserved by the driver), its
+                                       ``vision.part_size`` file ids, paths and fingerprints
+      -> map_batches(_decode_parts)    CPU tasks: vision.io.load_image on each path (shared filesystem), the part
+                                       cut into the batches the local runner would form (see below)
       -> map_batches(_AnnotateActor)   actors (one GPU each where the cluster has GPUs): models loaded once in
-                                       __init__, BatchAnnotator.annotate_batch per batch
-      -> driver                        vision.annotate.PartWriter writes each part once all its batches are in
+                                       __init__; per part, BatchAnnotator.annotate_batch per batch, then the part
+                                       written atomically into the output folder (vision.store.write_part)
+      -> driver                        receives one small manifest row per part (counts, error causes, stage
+                                       seconds) and keeps the run's summary
 
 Identical output. The local runner cuts the pending files into parts of ``part_size`` files; inside a part the
 decodable images form detector batches of ``batch_size`` in file order, and an undecodable file's error row is
 appended the moment it is met (before the rows of the batch still being filled). Batched detection equals
 one-image detection only up to floating-point summation order, so this runner forms exactly the same batches
-(:func:`plan_part`) and rows in exactly the same order; Ray Data's ``preserve_order`` keeps parts in input order.
-``pandas.read_parquet(OUTPUT / "images")`` is then the same table, part files included, bit for bit when the
-actors run torch with the same device and thread count as the local run (another thread count moves float32 results
-in their last bits: summation order).
+(:func:`plan_part`), rows in exactly the same order, and parts under the same names (the driver reserves them in
+input order). ``pandas.read_parquet(OUTPUT / "images")`` is then the same table, part files included, bit for bit
+when the actors run torch with the same device and thread count as the local run (another thread count moves
+float32 results in their last bits: summation order).
 
-Parallelism. When the decoding tasks and the actors ask for the same resources (CPU-only clusters), Ray Data fuses
-the two stages into the actors, and a part is then the unit of work: keep ``vision.part_size`` well below
-(images / actors). With GPU actors, decoding runs in separate CPU tasks and every batch can go to any actor. The
-driver unpickles and writes every part: it bounds the cluster's throughput (a few hundred images/s per driver).
+Parallelism. A part is the unit of work of an actor (it writes what it annotated): keep ``vision.part_size`` well
+below (images / actors). Each part's images travel decoded from a decoding task to an actor as one block, so the
+object store holds about ``part_size`` decoded images per part in flight. The driver only reads manifests: its
+cost per image is a few microseconds, not the unpickling and writing of every row.
 
 Resume, the output folder's lock and the check of the vision settings are the local runner's
-(:mod:`vision.store`, :mod:`vision.lock`): only files not yet annotated, or changed since, are sent to the cluster.
-Ray is imported lazily: without it, this module imports and :func:`annotate_folder_ray` raises an error that says
-what to install.
+(:mod:`vision.store`, :mod:`vision.lock`): only files not yet annotated, or changed since, are sent to the cluster;
+an actor's part is written under a temporary name and renamed (a killed run leaves whole parts only), with the
+file fingerprints and settings hash that :class:`vision.store.PartWriter` writes. The output folder must be on a
+filesystem every node mounts at the same path.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import os
 import pickle
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from vision.annotate import AnnotationSummary, BatchAnnotator, annotation_spec, begin_run, list_input, output_lock
+from vision.batch_annotator import STAGES
 from vision.io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageDecodeError, decode_or_error
-from vision.store import AnnotationError, PartWriter
+from vision.ray_cluster import INSTALL_HINT, actor_resources, check_runner, get, import_ray, init_ray, plain, resolved
+from vision.store import AnnotationError, PartWriter, write_part
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'Ray is not installed; install the optional extra: pip install "creative-insights[ray]"'
-
-
-def import_ray() -> Any:
-    """Import ``ray`` (and ``ray.data``), or raise ImportError naming the extra to install."""
-    try:
-        import ray
-        import ray.data  # noqa: F401 - Ray Data is the `data` extra of ray; fail here, not mid-run
-    except ImportError as err:
-        raise ImportError(f"{INSTALL_HINT} ({err})") from err
-    return ray
-
-
-def _get(cfg: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    value = cfg.get(key, default)
-    return default if value is None else value
-
-
-def init_ray(ray_cfg: Mapping[str, Any] | None = None) -> bool:
-    """Connect to Ray as the ``ray`` config node says, unless this process is already connected.
-
-    Parameters
-    ----------
-    ray_cfg : mapping, optional
-        ``address``: null starts a local Ray instance on this machine; ``"auto"`` joins the cluster started here
-        with ``ray start``; ``"ray://HOST:10001"`` joins a remote cluster through Ray Client. ``num_cpus`` /
-        ``num_gpus`` / ``object_store_memory`` size a local instance (null: what the machine has).
-        ``include_dashboard``, ``namespace``, ``runtime_env`` (e.g. ``{py_modules: [...]}`` for a cluster where the
-        project is not installed), ``log_to_driver`` are passed to ``ray.init``.
-
-    Returns
-    -------
-    bool
-        True when this call connected (the caller then owns the connection and shuts it down); False when Ray was
-        already initialised, e.g. by a test fixture or an outer script.
-
-    Raises
-    ------
-    ConnectionError
-        When ``ray.address`` cannot be reached (checked with a 10 s TCP connect first: ``ray.init`` itself keeps
-        retrying a dead address for minutes).
-    ValueError
-        When ``ray.address`` is not of a recognised form.
-    """
-    ray = import_ray()
-    if ray.is_initialized():
-        return False
-    address = _get(ray_cfg, "address")
-    kwargs: dict[str, Any] = {
-        "address": address,
-        "include_dashboard": bool(_get(ray_cfg, "include_dashboard", False)),
-        "log_to_driver": bool(_get(ray_cfg, "log_to_driver", True)),
-    }
-    for key in ("namespace", "runtime_env"):
-        value = _get(ray_cfg, key)
-        if value is not None:
-            kwargs[key] = _plain(value)
-    if address is None:
-        # Sizing only applies to an instance this process starts; a cluster has its own.
-        for key in ("num_cpus", "num_gpus", "object_store_memory"):
-            value = _get(ray_cfg, key)
-            if value is not None:
-                kwargs[key] = value
-    if address not in (None, "auto", "local"):
-        _check_reachable(str(address))
-    log.info("ray.init(%s)", ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
-    try:
-        ray.init(**kwargs)
-    except ConnectionError as err:
-        raise ConnectionError(f"cannot connect to the Ray cluster at ray.address={address!r}: {err}") from err
-    return True
-
-
-def _check_reachable(address: str, timeout: float = 10.0) -> None:
-    """Fail fast on an unreachable ``host:port`` (ray.init retries a dead address for minutes)."""
-    host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
-    host, sep, port = host_port.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"ray.address: expected null, 'auto', 'HOST:PORT' or 'ray://HOST:PORT', got {address!r}")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as err:
-        raise ConnectionError(f"cannot reach the Ray cluster at ray.address={address!r}: {err}") from None
-
-
-def _plain(node: Any) -> Any:
-    """OmegaConf containers -> plain dict / list (Ray pickles its arguments; DictConfig is heavy and fragile)."""
-    if isinstance(node, Mapping):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, (list, tuple)) or type(node).__name__ == "ListConfig":
-        return [_plain(v) for v in node]
-    return node
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The local runner's batching, made explicit.
-# --------------------------------------------------------------------------------------------------------------------
+__all__ = ["INSTALL_HINT", "AnnotatorFromConfig", "annotate_folder_ray", "import_ray", "init_ray", "plan_part"]
 
 
 def plan_part(decodable: Sequence[bool], batch_size: int) -> list[tuple[list[int], list[int]]]:
@@ -189,35 +97,29 @@ def plan_part(decodable: Sequence[bool], batch_size: int) -> list[tuple[list[int
 def _decode_parts(
     parts: pa.Table, *, batch_size: int, max_pixels: int, max_long_side: int | None
 ) -> Iterator[pa.Table]:
-    """Ray Data task: decode each part's files and yield one row per event (a generator, so Ray Data can stream
-    events out as separate blocks instead of holding a whole part's pixels in one)."""
+    """Ray Data task: decode each part's files and yield one row per part holding its events (a generator, so Ray
+    Data streams parts out as separate blocks)."""
     import cv2
 
     # One decoding thread per task: Ray runs as many tasks as the CPUs it was given.
     cv2.setNumThreads(1)
-    for part, ids, paths in zip(
-        parts.column("part").to_pylist(), parts.column("ids").to_pylist(), parts.column("paths").to_pylist()
-    ):
+    for name, ids, paths, files in zip(*(parts.column(c).to_pylist() for c in ("name", "ids", "paths", "files"))):
+        started = time.perf_counter()
         results = [decode_or_error(p, max_pixels, max_long_side) for p in paths]
-        events = plan_part([not isinstance(r, ImageDecodeError) for r in results], batch_size)
-        for k, (error_pos, batch_pos) in enumerate(events):
-            payload = {
+        events = [
+            {
                 "errors": [(ids[i], results[i].reason) for i in error_pos],
                 "ids": [ids[i] for i in batch_pos],
                 "images": [results[i] for i in batch_pos],
             }
-            yield pa.table(
-                {
-                    "part": pa.array([part], pa.int64()),
-                    "event": pa.array([k], pa.int32()),
-                    "n_events": pa.array([len(events)], pa.int32()),
-                    "payload": pa.array([pickle.dumps(payload, protocol=5)], pa.large_binary()),
-                }
-            )
+            for error_pos, batch_pos in plan_part([not isinstance(r, ImageDecodeError) for r in results], batch_size)
+        ]
+        payload = {"events": events, "files": json.loads(files), "decode": time.perf_counter() - started}
+        yield pa.table({"name": [name], "payload": pa.array([pickle.dumps(payload, protocol=5)], pa.large_binary())})
 
 
 class _AnnotateActor:
-    """Ray Data actor: builds the models once, then annotates one event (one detector batch) per call.
+    """Ray Data actor: builds the models once, then annotates whole parts and writes each into the output folder.
 
     Parameters
     ----------
@@ -225,31 +127,45 @@ class _AnnotateActor:
         Built inside the actor, on the device Ray gave it (``device=auto`` sees the actor's GPU).
     num_threads : int
         torch intra-op threads (the actor's CPU share; torch would otherwise take every core of the node).
+    output : str
+        The output folder (prepared and locked by the driver).
+    spec_hash : str or None
+        The vision settings' hash written into every images part.
     """
 
-    def __init__(self, factory: Callable[[], BatchAnnotator], num_threads: int):
+    def __init__(self, factory: Callable[[], BatchAnnotator], num_threads: int, output: str, spec_hash: str | None):
         from vision.device import configure_threads
 
         self.annotator = factory()
         configure_threads(num_threads)
-        self.schemas = pickle.dumps((self.annotator.images_schema_, self.annotator.faces_schema_), protocol=5)
+        self.output = output
+        self.spec_hash = spec_hash
 
-    def __call__(self, events: pa.Table) -> pa.Table:
-        payloads = []
-        for raw in events.column("payload").to_pylist():
-            event = pickle.loads(raw)
-            rows = [self.annotator.error_row(i, reason) for i, reason in event["errors"]]
-            image_rows, face_rows = self.annotator.annotate_batch(event["ids"], event["images"])
-            payloads.append(pickle.dumps((rows + image_rows, face_rows, len(image_rows)), protocol=5))
-        return pa.table(
-            {
-                "part": events.column("part"),
-                "event": events.column("event"),
-                "n_events": events.column("n_events"),
-                "rows": pa.array(payloads, pa.large_binary()),
-                "schemas": pa.array([self.schemas] * len(payloads), pa.large_binary()),
-            }
-        )
+    def __call__(self, parts: pa.Table) -> pa.Table:
+        manifests = [
+            self._annotate_part(name, pickle.loads(raw))
+            for name, raw in zip(parts.column("name").to_pylist(), parts.column("payload").to_pylist())
+        ]
+        return pa.table({"manifest": [json.dumps(m) for m in manifests]})
+
+    def _annotate_part(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        annotator = self.annotator
+        before = dict(annotator.stage_seconds_)
+        image_rows: list[dict[str, Any]] = []
+        face_rows: list[dict[str, Any]] = []
+        errors: list[tuple[str, str]] = []
+        for event in payload["events"]:
+            errors += event["errors"]
+            image_rows += [annotator.error_row(i, reason) for i, reason in event["errors"]]
+            rows, faces = annotator.annotate_batch(event["ids"], event["images"])
+            image_rows += rows
+            face_rows += faces
+        started = time.perf_counter()
+        schemas = (annotator.images_schema_, annotator.faces_schema_)
+        write_part(self.output, name, image_rows, face_rows, schemas, payload["files"], self.spec_hash)
+        stages = {k: v - before.get(k, 0.0) for k, v in annotator.stage_seconds_.items()}
+        stages.update(decode=payload["decode"], write=time.perf_counter() - started)
+        return {"name": name, "images": len(image_rows), "faces": len(face_rows), "errors": errors, "stages": stages}
 
 
 class AnnotatorFromConfig:
@@ -257,7 +173,7 @@ class AnnotatorFromConfig:
     is called (inside each Ray actor), through :func:`vision.annotate.annotator_from_config`."""
 
     def __init__(self, vision_cfg: Mapping[str, Any]):
-        self.vision_cfg = _plain(vision_cfg)
+        self.vision_cfg = plain(vision_cfg)
 
     def __call__(self) -> BatchAnnotator:
         from omegaconf import OmegaConf
@@ -270,54 +186,6 @@ class AnnotatorFromConfig:
 # --------------------------------------------------------------------------------------------------------------------
 # The driver.
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _resolved(cfg: Any) -> dict[str, Any]:
-    if cfg is None:
-        return {}
-    if type(cfg).__name__ in ("DictConfig", "ListConfig"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(cfg, resolve=True)
-    return _plain(cfg)
-
-
-def _check_runner(runner: Mapping[str, Any]) -> None:
-    """Validate the ``runner`` node before anything starts, naming the bad key."""
-    actors = _get(runner, "actors", 1)
-    pool_ok = (
-        isinstance(actors, (list, tuple))
-        and len(actors) == 2
-        and all(isinstance(a, int) and a >= 1 for a in actors)
-        and actors[0] <= actors[1]
-    )
-    if not (pool_ok or (isinstance(actors, int) and not isinstance(actors, bool) and actors >= 1)):
-        raise ValueError(f"runner.actors: an integer >= 1 or [min, max] with 1 <= min <= max, got {actors!r}")
-    gpus = _get(runner, "num_gpus_per_actor", "auto")
-    if gpus != "auto" and not (isinstance(gpus, (int, float)) and gpus >= 0):
-        raise ValueError(f"runner.num_gpus_per_actor: a number >= 0 or 'auto', got {gpus!r}")
-    for key in ("num_cpus_per_actor", "decode_num_cpus"):
-        value = _get(runner, key, 1)
-        if not (isinstance(value, (int, float)) and value > 0):
-            raise ValueError(f"runner.{key}: a number > 0, got {value!r}")
-    threads = _get(runner, "threads_per_actor", 0)
-    if not (isinstance(threads, int) and threads >= 0):
-        raise ValueError(f"runner.threads_per_actor: an integer >= 0 (0: the actor's CPUs), got {threads!r}")
-
-
-def _actor_resources(ray: Any, runner: Mapping[str, Any]) -> tuple[Any, float, float, int]:
-    """(compute strategy, num_gpus, num_cpus, torch threads) of the annotation actors from a checked ``runner``."""
-    actors = _get(runner, "actors", 1)
-    if isinstance(actors, (list, tuple)):
-        compute = ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1])
-    else:
-        compute = ray.data.ActorPoolStrategy(size=actors)
-    gpus = _get(runner, "num_gpus_per_actor", "auto")
-    if gpus == "auto":
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    cpus = float(_get(runner, "num_cpus_per_actor", 1))
-    threads = int(_get(runner, "threads_per_actor", 0)) or max(1, math.ceil(cpus))
-    return compute, float(gpus), cpus, threads
 
 
 def annotate_folder_ray(
@@ -339,12 +207,13 @@ def annotate_folder_ray(
         Folder searched recursively. Decoding tasks open the files by path, so on a multi-node cluster it must be
         on a filesystem every node mounts at the same path (NFS, a FUSE-mounted bucket, ...).
     output_dir : path-like
-        Receives ``images/part-*.parquet`` and ``faces/part-*.parquet``; written by this (driver) process only.
+        Receives ``images/part-*.parquet`` and ``faces/part-*.parquet``, written by the actors (same mount rule).
     vision_cfg : DictConfig or mapping
         The ``vision`` node: ``batch_size``, ``part_size``, ``max_pixels``, ``max_long_side``, ``extensions``, and
         the models (built in each actor with :func:`vision.annotate.annotator_from_config`).
     ray_cfg : mapping, optional
-        The ``ray`` node, see :func:`init_ray`. A Ray connection this call opens is shut down before it returns.
+        The ``ray`` node, see :func:`vision.ray_cluster.init_ray`. A connection this call opens is shut down before
+        it returns.
     runner_cfg : mapping, optional
         The ``runner`` node (``conf/runner/ray.yaml``): ``actors`` (int, or [min, max] for an autoscaling pool),
         ``num_gpus_per_actor`` (``auto``: 1 when the cluster has GPUs, else 0; fractions share a GPU),
@@ -354,13 +223,13 @@ def annotate_folder_ray(
     annotator_factory : callable returning BatchAnnotator, optional
         Builds the models inside each actor instead of ``vision_cfg``'s models (it is pickled to the actors).
     progress, on_start : callable, optional
-        As in :func:`vision.annotate.annotate_folder`.
+        As in :func:`vision.annotate.annotate_folder`; ``progress`` is called once per part.
 
     Returns
     -------
     AnnotationSummary
         ``seconds`` runs from the submission of the pipeline to the last part written, actor start-up and model
-        loading included (the local runner builds its models before its clock starts).
+        loading included; ``stage_seconds`` sums the actors' and decoding tasks' stage times.
 
     Raises
     ------
@@ -370,160 +239,127 @@ def annotate_folder_ray(
         When the input folder does not exist, the output cannot be written, or the cluster cannot be reached.
     """
     ray = import_ray()
-    vision = _resolved(vision_cfg)
-    runner = _resolved(runner_cfg)
-    _check_runner(runner)
-    batch_size = int(_get(runner, "batch_size", vision.get("batch_size", 16)))
+    vision = resolved(vision_cfg)
+    runner = resolved(runner_cfg)
+    check_runner(runner)
+    batch_size = int(get(runner, "batch_size", vision.get("batch_size", 16)))
     part_size = int(vision.get("part_size", 256))
     if batch_size < 1 or part_size < 1:
         raise ValueError(f"runner.batch_size ({batch_size}) and vision.part_size ({part_size}) must be >= 1")
-    extensions = vision.get("extensions") or IMAGE_EXTENSIONS
-
-    input_dir = Path(input_dir)
-    paths, ids = list_input(input_dir, extensions)
-    spec = annotation_spec(vision)
+    paths, ids = list_input(Path(input_dir), vision.get("extensions") or IMAGE_EXTENSIONS)
     with output_lock(output_dir, float(vision.get("lock_timeout", 0))):
-        # Schemas come from the first actor's annotator, so the driver never loads a model; prepare() needs none.
         writer = PartWriter(output_dir, None, None)
-        todo, summary = begin_run(writer, paths, ids, spec, on_start)
+        todo, summary = begin_run(writer, paths, ids, annotation_spec(vision), on_start)
         # Absolute paths for the workers, symlinks kept as they are (resolving a looping link raises here).
         pending = [(i, os.path.abspath(p)) for i, p in todo]
         if pending:
-            _run_on_ray(ray, pending, writer, summary, vision, ray_cfg, runner, annotator_factory, progress)
+            parts = _plan_parts(writer, pending, part_size)
+            factory = annotator_factory or AnnotatorFromConfig(vision)
+            started_ray = init_ray(ray_cfg)
+            try:
+                started = time.perf_counter()
+                with _data_context(ray, show_progress_bars=bool(get(ray_cfg, "data_progress_bars", False))):
+                    ds = _pipeline(ray, parts, vision, runner, factory, writer, batch_size=batch_size)
+                    _collect(ds, parts, summary, progress)
+                summary.seconds = time.perf_counter() - started
+            finally:
+                if started_ray:
+                    ray.shutdown()
     return summary
 
 
-def _run_on_ray(
-    ray: Any,
-    pending: list[tuple[str, str]],
-    writer: PartWriter,
-    summary: AnnotationSummary,
-    vision: Mapping[str, Any],
-    ray_cfg: Mapping[str, Any] | None,
-    runner: Mapping[str, Any],
-    annotator_factory: Callable[[], BatchAnnotator] | None,
-    progress: Callable[[int, int], None] | None,
-) -> None:
-    batch_size = int(_get(runner, "batch_size", vision.get("batch_size", 16)))
-    max_long_side = vision.get("max_long_side")
-    factory = annotator_factory or AnnotatorFromConfig(vision)
-    started_ray = init_ray(ray_cfg)
-    try:
-        started = time.perf_counter()
-        _run_pipeline(
-            ray,
-            pending,
-            writer,
-            summary,
-            factory=factory,
-            runner=runner,
-            batch_size=batch_size,
-            part_size=int(vision.get("part_size", 256)),
-            max_pixels=int(_get(vision, "max_pixels", DEFAULT_MAX_PIXELS)),
-            max_long_side=None if max_long_side is None else int(max_long_side),
-            progress=progress,
-            show_progress_bars=bool(_get(ray_cfg, "data_progress_bars", False)),
-        )
-        summary.seconds = time.perf_counter() - started
-    finally:
-        if started_ray:
-            ray.shutdown()
-
-
-def _run_pipeline(
-    ray: Any,
-    pending: list[tuple[str, str]],
-    writer: PartWriter,
-    summary: AnnotationSummary,
-    *,
-    factory: Callable[[], BatchAnnotator],
-    runner: Mapping[str, Any],
-    batch_size: int,
-    part_size: int,
-    max_pixels: int,
-    max_long_side: int | None,
-    progress: Callable[[int, int], None] | None,
-    show_progress_bars: bool,
-) -> None:
-    compute, gpus, cpus, threads = _actor_resources(ray, runner)
-    decode_cpus = float(_get(runner, "decode_num_cpus", 1))
-    parts = [
-        {
-            "part": k,
-            "ids": [i for i, _ in pending[s : s + part_size]],
-            "paths": [p for _, p in pending[s : s + part_size]],
-        }
-        for k, s in enumerate(range(0, len(pending), part_size))
-    ]
-    log.info(
-        "Ray Data: %d parts, %d decoding CPUs per task, actors %s with %g GPU / %g CPU / %d torch threads each",
-        len(parts),
-        decode_cpus,
-        _get(runner, "actors", 1),
-        gpus,
-        cpus,
-        threads,
-    )
+@contextmanager
+def _data_context(ray: Any, *, show_progress_bars: bool) -> Iterator[None]:
+    """Ray Data's settings for this run, restored afterwards: parts may finish in any order (each is written by its
+    actor under its reserved name), progress bars as the ``ray`` node says."""
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
-    ctx.execution_options.preserve_order = True
+    ctx.execution_options.preserve_order = False
     ctx.enable_progress_bars = show_progress_bars
     try:
-        ds = (
-            ray.data.from_items(parts, override_num_blocks=len(parts))
-            .map_batches(
-                _decode_parts,
-                batch_size=1,
-                batch_format="pyarrow",
-                num_cpus=decode_cpus,
-                fn_kwargs={"batch_size": batch_size, "max_pixels": max_pixels, "max_long_side": max_long_side},
-            )
-            .map_batches(
-                _AnnotateActor,
-                batch_size=1,
-                batch_format="pyarrow",
-                compute=compute,
-                num_gpus=gpus,
-                num_cpus=cpus,
-                fn_constructor_kwargs={"factory": factory, "num_threads": threads},
-            )
-        )
-        _write_parts(ds, writer, summary, progress)
+        yield
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
 
 
-def _write_parts(
-    ds: Any,
+def _plan_parts(writer: PartWriter, pending: list[tuple[str, str]], part_size: int) -> list[dict[str, Any]]:
+    """One work item per part, in input order, under the part names the local runner would use."""
+    chunks = [pending[s : s + part_size] for s in range(0, len(pending), part_size)]
+    names = writer.reserve(len(chunks))
+    return [
+        {
+            "name": name,
+            "ids": [i for i, _ in chunk],
+            "paths": [p for _, p in chunk],
+            "files": json.dumps({i: list(writer.fingerprints.get(i, (-1, -1))) for i, _ in chunk}),
+        }
+        for name, chunk in zip(names, chunks, strict=True)
+    ]
+
+
+def _pipeline(
+    ray: Any,
+    parts: list[dict[str, Any]],
+    vision: Mapping[str, Any],
+    runner: Mapping[str, Any],
+    factory: Callable[[], BatchAnnotator],
     writer: PartWriter,
+    *,
+    batch_size: int,
+) -> Any:
+    compute, gpus, cpus, threads = actor_resources(ray, runner)
+    decode_cpus = float(get(runner, "decode_num_cpus", 1))
+    max_long_side = vision.get("max_long_side")
+    log.info(
+        "Ray Data: %d parts, %g decoding CPUs per task, actors %s with %g GPU / %g CPU / %d torch threads each",
+        len(parts), decode_cpus, get(runner, "actors", 1), gpus, cpus, threads,
+    )  # fmt: skip
+    decode_kwargs = {
+        "batch_size": batch_size,
+        "max_pixels": int(get(vision, "max_pixels", DEFAULT_MAX_PIXELS)),
+        "max_long_side": None if max_long_side is None else int(max_long_side),
+    }
+    actor_kwargs = {
+        "factory": factory,
+        "num_threads": threads,
+        "output": str(Path(writer.output).resolve()),
+        "spec_hash": writer.spec_hash,
+    }
+    return (
+        ray.data.from_items(parts, override_num_blocks=len(parts))
+        .map_batches(_decode_parts, batch_size=1, batch_format="pyarrow", num_cpus=decode_cpus, fn_kwargs=decode_kwargs)
+        .map_batches(
+            _AnnotateActor,
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=compute,
+            num_gpus=gpus,
+            num_cpus=cpus,
+            fn_constructor_kwargs=actor_kwargs,
+        )
+    )
+
+
+def _collect(
+    ds: Any,
+    parts: list[dict[str, Any]],
     summary: AnnotationSummary,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    # Parts are written in input order as soon as all their events are in; with preserve_order they arrive in order,
-    # so the buffer holds at most one part.
-    buffered: dict[int, dict[int, tuple[list, list]]] = {}
-    n_events: dict[int, int] = {}
-    next_part = 0
+    """Read the actors' manifests (parts arrive in any order; each is already written) into the summary."""
+    summary.stage_seconds = {stage: 0.0 for stage in STAGES}
+    expected = {p["name"] for p in parts}
     for row in ds.iter_rows():
-        part, event = int(row["part"]), int(row["event"])
-        if writer.images_schema is None:
-            writer.images_schema, writer.faces_schema = pickle.loads(row["schemas"])
-        image_rows, face_rows, n_ok = pickle.loads(row["rows"])
-        buffered.setdefault(part, {})[event] = (image_rows, face_rows)
-        n_events[part] = int(row["n_events"])
-        for r in image_rows[: len(image_rows) - n_ok]:
-            summary.count_error(r["error"])
-            log.warning("skipping %s: %s", r["image_id"], r["error"])
-        summary.ok += n_ok
-        summary.faces += len(face_rows)
+        manifest = json.loads(row["manifest"])
+        expected.discard(manifest["name"])
+        for image_id, reason in manifest["errors"]:
+            summary.count_error(reason)
+            log.warning("skipping %s: %s", image_id, reason)
+        summary.ok += manifest["images"] - len(manifest["errors"])
+        summary.faces += manifest["faces"]
+        for stage, seconds in manifest["stages"].items():
+            summary.stage_seconds[stage] = summary.stage_seconds.get(stage, 0.0) + seconds
         if progress is not None:
-            progress(len(image_rows), len(face_rows))
-        while next_part in buffered and len(buffered[next_part]) == n_events[next_part]:
-            events = buffered.pop(next_part)
-            writer.write(
-                [r for k in range(len(events)) for r in events[k][0]],
-                [f for k in range(len(events)) for f in events[k][1]],
-            )
-            next_part += 1
-    if buffered:
-        raise AnnotationError(f"Ray pipeline ended with incomplete parts {sorted(buffered)}; rerun to resume")
+            progress(manifest["images"], manifest["faces"])
+    if expected:
+        raise AnnotationError(f"Ray pipeline ended without parts {sorted(expected)}; rerun to resume")

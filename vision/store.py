@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,7 @@ class PartWriter:
         self.faces_dir = self.output / FACES_DIR
         self.fingerprints: dict[str, tuple[int, int]] = {}
         self.spec_hash: str | None = None
+        self.write_seconds = 0.0
         self._next_index = 0
 
     def prepare(
@@ -204,25 +206,65 @@ class PartWriter:
     def _parts(folder: Path) -> list[Path]:
         return sorted(p for p in folder.iterdir() if _PART_RE.match(p.name))
 
+    def reserve(self, n: int) -> list[str]:
+        """The names of the next ``n`` parts, for writers elsewhere (Ray actors) that call :func:`write_part`."""
+        names = [f"part-{self._next_index + k:06d}.parquet" for k in range(n)]
+        self._next_index += n
+        return names
+
     def write(self, image_rows: list[dict[str, Any]], face_rows: list[dict[str, Any]]) -> Path:
         """Write one part pair atomically (faces first, images last: the images part commits the pair)."""
-        name = f"part-{self._next_index:06d}.parquet"
-        self._next_index += 1
+        started = time.perf_counter()
+        (name,) = self.reserve(1)
         files = {r["image_id"]: list(self.fingerprints.get(r["image_id"], (-1, -1))) for r in image_rows}
-        metadata = {FILES_KEY: _files_json(files)}
-        if self.spec_hash is not None:
-            metadata[SPEC_KEY] = self.spec_hash.encode()
-        faces = pa.Table.from_pylist(face_rows, schema=self.faces_schema)
-        images = pa.Table.from_pylist(image_rows, schema=self.images_schema.with_metadata(metadata))
-        self._write_atomic(faces, self.faces_dir / name)
-        self._write_atomic(images, self.images_dir / name)
-        return self.images_dir / name
+        path = write_part(
+            self.output, name, image_rows, face_rows, (self.images_schema, self.faces_schema), files, self.spec_hash
+        )
+        self.write_seconds += time.perf_counter() - started
+        return path
 
     @staticmethod
     def _write_atomic(table: pa.Table, final: Path) -> None:
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, final)
+
+
+def write_part(
+    output: str | os.PathLike,
+    name: str,
+    image_rows: list[dict[str, Any]],
+    face_rows: list[dict[str, Any]],
+    schemas: tuple[pa.Schema, pa.Schema],
+    files: Mapping[str, Any],
+    spec_hash: str | None,
+) -> Path:
+    """Write the part pair ``name`` of an output folder atomically, faces first, images last (the commit record).
+
+    Parameters
+    ----------
+    output : path-like
+        The output folder (its ``images/`` and ``faces/`` exist: :meth:`PartWriter.prepare` made them).
+    name : str
+        ``part-NNNNNN.parquet``, reserved with :meth:`PartWriter.reserve` (or chosen by :meth:`PartWriter.write`).
+    schemas : (images schema, faces schema)
+    files : mapping image_id -> [size, mtime_ns]
+        The fingerprint of every file with an images row here (``creative_insights.files``).
+    spec_hash : str, optional
+        The vision settings' hash (``creative_insights.spec_hash``).
+    """
+    if not _PART_RE.match(name):
+        raise ValueError(f"part name {name!r} is not of the form part-NNNNNN.parquet")
+    images_schema, faces_schema = schemas
+    metadata = {FILES_KEY: _files_json(files)}
+    if spec_hash is not None:
+        metadata[SPEC_KEY] = spec_hash.encode()
+    faces = pa.Table.from_pylist(face_rows, schema=faces_schema)
+    images = pa.Table.from_pylist(image_rows, schema=images_schema.with_metadata(metadata))
+    output = Path(output)
+    PartWriter._write_atomic(faces, output / FACES_DIR / name)
+    PartWriter._write_atomic(images, output / IMAGES_DIR / name)
+    return output / IMAGES_DIR / name
 
 
 def _files_json(files: Mapping[str, Any], exclude: set[str] = frozenset()) -> bytes:

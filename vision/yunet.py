@@ -28,8 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torchvision
 
+from vision import nms_kernel
 from vision.detector_base import FaceDetections, FaceDetector
 
 log = logging.getLogger(__name__)
@@ -252,4 +252,4 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     """
     boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     scores_t = torch.as_tensor(np.asarray(scores, dtype=np.float64).reshape(-1))
-    return torchvision.ops.nms(boxes_t, scores_t, float(iou_threshold)).numpy().astype(np.int64)
+    return nms_kernel.nms(boxes_t, scores_t, float(iou_threshold)).numpy().astype(np.int64)
