@@ -326,6 +326,8 @@ STEPS: dict[str, StepFn] = {
     # Issue 5: each module provides run_step(ctx: RunContext) -> dict, stored under results[<step>].
     "mediation": _external("causal.mediation:run_step"),
     "sensitivity": _external("causal.sensitivity:run_step"),
+    # The hypothesis funnel: screening, then the causal chain per top hypothesis (writes results["hypotheses"]).
+    "discover": _external("causal.discover:run_step"),
     # Issue 6: vision steps (run by scripts/run_experiment.py before the data) and report.html (after the results).
     "annotate": _orchestrated("annotate"),
     "evaluate": _orchestrated("evaluate"),
@@ -344,6 +346,7 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "dml": ("overlap",),
     "mediation": ("overlap",),
     "sensitivity": ("overlap", "dml"),
+    "discover": (),
     "report": (),
 }
 

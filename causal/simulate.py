@@ -618,7 +618,7 @@ def _copy_real_visuals(data, all_rows, face_rows, face_pick, treated, rng) -> No
 
 
 # ------------------------------------------------------------------------------------------------------ from config
-_NON_SIMULATOR_KEYS = ("name", "prepare", "features_path", "seed", "outcome_derived", "query")
+_NON_SIMULATOR_KEYS = ("name", "prepare", "features_path", "seed", "outcome_derived", "query", "components")
 
 
 def load_features(path: str | Path) -> pd.DataFrame:

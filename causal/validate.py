@@ -47,12 +47,13 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset(
         {"seed", "alpha", "n_jobs", "steps", "roles", "data", "estimator", "nuisance", "screening", "overlap", "dml"}
         | {"mediation", "sensitivity", "misclassification", "input", "labels", "paths", "evaluate", "report"}
-        | {"vision", "ray", "runner", "hydra", "estimand"}
+        | {"vision", "ray", "runner", "hydra", "estimand", "discover"}
     ),
     "roles": frozenset({"treatment", "outcome", "confounders", "modifiers", "mediator", "groups"}),
     "screening": frozenset({"features", "alpha", "exclude", "max_levels"}),
     "overlap": frozenset({"rule", "threshold", "weighting", "bins"}),
     "dml": frozenset({"compare", "moderation", "plots", "clip"}),
+    "discover": frozenset({"features", "exclude", "top_k", "alpha", "learner", "folds", "min_arm", "bins"}),
     "estimator.linear_dml": frozenset({"name", "fit_cate_intercept", *_RAY_KEYS}),
     "estimator.causal_forest": frozenset({"name", *_FOREST_KEYS, *_RAY_KEYS}),
     "nuisance": frozenset(
@@ -76,7 +77,9 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
         {"name", "path", "images", "id_column", "max_lost_fraction", "outcome_derived", "query", "prepare"}
     ),
     # data.simulated / data.sample: these plus simulate_catalog's keyword arguments (see _simulator_keys).
-    "data.simulated": frozenset({"name", "prepare", "features_path", "seed", "outcome_derived", "query"}),
+    "data.simulated": frozenset(
+        {"name", "prepare", "features_path", "seed", "outcome_derived", "query", "components"}
+    ),
     "data.prepare": frozenset(_PREPARE_KEYS),
     "evaluate": frozenset({"iou_threshold", "score_threshold", "group_by", "feed_misclassification"}),
     "paths": frozenset({"outputs", "annotations", "cache"}),
@@ -487,6 +490,11 @@ def _check_screening_overlap(plain: Mapping, problems: _Problems) -> None:
     problems.number(overlap, "threshold", "overlap", low=0, high=0.5, open_high=True)
     problems.number(overlap, "bins", "overlap", low=1, integer=True)
     problems.unknown_keys(dml_opts, allowed_keys("dml"), "dml")
+    discover = plain.get("discover")
+    problems.unknown_keys(discover, allowed_keys("discover"), "discover")
+    problems.number(discover, "alpha", "discover", low=0, high=1, open_low=True, open_high=True)
+    for key, low in (("top_k", 1), ("folds", 2), ("min_arm", 1), ("bins", 2)):
+        problems.number(discover, key, "discover", low=low, integer=True)
 
 
 def _check_mediation(mediation: Any, runs: bool, problems: _Problems) -> None:
