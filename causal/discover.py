@@ -10,16 +10,18 @@
    is one hypothesis (the slope); a categorical one gives one hypothesis per level against the reference level
    (its most frequent), on the rows at either level.
 3. **The causal chain per hypothesis**, adjusted for the confounders W (``ctx.features``), on the rows where the
-   feature is present:
+   feature is present: the partially linear DML estimate ``theta`` in ``Y = theta T + g(W) + e`` (residual on
+   residual with cross-fitted ``E[T | W]`` and ``E[Y | W]``, :func:`causal.dml.partially_linear`, HC0 errors).
+   ``E[Y | W]`` is cross-fitted once and shared by every hypothesis on all rows; a level pair or a feature missing
+   on some rows changes it, so it is cross-fitted again there.
 
-   * binary / level: overlap (the cross-fitted propensity's range, the share outside [clip, 1 - clip]; a
-     hypothesis whose arms a covariate separates is not estimated), then the AIPW ATE from cross-fitted
-     propensity and per-arm outcome models (:class:`causal.nuisance.CrossFitNuisance`,
-     :func:`causal.estimands.aipw`);
-   * continuous: the partially linear DML slope ``theta`` in ``Y = theta T + g(W) + e`` (residual on residual,
-     :func:`causal.dml.partially_linear`), with ``E[Y | W]`` cross-fitted once and shared by every continuous
-     hypothesis, and ``E[T | W]`` per hypothesis; overlap is the share of T's variance W leaves (1 - R^2);
-     a binned dose-response curve (mean AIPW-free DML pseudo-outcome per quantile bin of T) goes with it;
+   * binary / level: ``E[T | W]`` is a cross-fitted classifier's propensity; overlap is its range and the share
+     of units outside [``dml.clip``, 1 - ``dml.clip``] (clipped there). ``theta`` is the overlap-weighted
+     average effect (weights e(1 - e)), which stays estimable where few units of some confounder level carry the
+     feature (an AIPW ATE with clipped inverse weights measured biased there: 0.009 against a true 0);
+   * continuous: ``theta`` is the slope per unit of the feature; overlap is the share of T's variance W leaves
+     (``residual_variance_share``); ``dose_response`` is the mean outcome residual ``Y - E[Y | W]`` per
+     quantile bin of T (the adjusted curve's shape, with CIs);
    * sensitivity (light): the robustness value RV (Cinelli & Hazlett 2020) of the estimate's t statistic: the
      partial R^2 with both T and Y a hidden confounder needs to explain the whole estimate away (``rv``) or to
      make it insignificant (``rv_alpha``).

@@ -629,6 +629,10 @@ def render_report(
             "many features at once (Benjamini–Hochberg).</p>",
             _screening(results["screening"]),
         ]
+    if results.get("hypotheses") is not None:  # the hypothesis funnel (steps: [discover])
+        from causal.discover_report import report_section
+
+        parts.append(report_section(results))
     if results.get("overlap"):
         parts += [
             "<h2>Overlap and balance</h2>",
