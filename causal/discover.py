@@ -51,6 +51,7 @@ from statsmodels.stats.multitest import multipletests
 from threadpoolctl import threadpool_limits
 
 from causal import dml, estimands
+from causal.bands import add_bands
 from causal.cache import StepCache
 from causal.learners import make_learner
 from causal.screening import _kind, screen_features
@@ -66,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "folds": 5,
     "min_arm": 30,  # fewest rows per arm (binary / level hypotheses)
     "bins": 5,  # dose-response bins of a continuous treatment
+    "bands": True,  # add people_band / face_size_band from face_count / face_area_max (causal.bands)
 }
 TABLE_KEYS = ("feature", "treatment_kind", "estimate", "ci_low", "ci_high", "p_value", "p_adjusted", "significant")
 
@@ -331,16 +333,17 @@ def run_step(ctx: Any) -> dict[str, Any]:
 
     opts = options(ctx.step_config("discover"), ctx.alpha)
     ds = ctx.dataset
+    frame = add_bands(ds.frame) if opts["bands"] else ds.frame
     data_cfg = to_plain(_node(ctx.cfg, "data")) or {}
     derived = list(data_cfg.get("outcome_derived") or [])
-    features = candidates(ds.frame, ds.roles.outcome, list(ds.roles.confounders), opts, derived)
-    missing = [f for f in features if f not in ds.frame.columns]
+    features = candidates(frame, ds.roles.outcome, list(ds.roles.confounders), opts, derived)
+    missing = [f for f in features if f not in frame.columns]
     if missing:
         raise ValueError(f"config key discover.features: column(s) {missing} not in {ds.source}")
     start = time.perf_counter()
-    screening = screen_features(ds.frame, ds.roles.outcome, features, alpha=float(opts["alpha"]), source=ds.source)
+    screening = screen_features(frame, ds.roles.outcome, features, alpha=float(opts["alpha"]), source=ds.source)
     passed = screening[screening["significant"]].sort_values(["p_adjusted", "p_value"]).head(int(opts["top_k"]))
-    hypotheses = [h for f in passed["feature"] for h in expand(ds.frame, f, int(opts["min_arm"]))]
+    hypotheses = [h for f in passed["feature"] for h in expand(frame, f, int(opts["min_arm"]))]
     X = ctx.features.to_numpy(dtype=np.float64)
     y = np.asarray(ds.y, dtype=np.float64)
     n_jobs = int(_node(ctx.cfg, "n_jobs") or 1)

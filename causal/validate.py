@@ -53,7 +53,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "screening": frozenset({"features", "alpha", "exclude", "max_levels"}),
     "overlap": frozenset({"rule", "threshold", "weighting", "bins"}),
     "dml": frozenset({"compare", "moderation", "plots", "clip"}),
-    "discover": frozenset({"features", "exclude", "top_k", "alpha", "learner", "folds", "min_arm", "bins"}),
+    "discover": frozenset({"features", "exclude", "top_k", "alpha", "learner", "folds", "min_arm", "bins", "bands"}),
     "estimator.linear_dml": frozenset({"name", "fit_cate_intercept", *_RAY_KEYS}),
     "estimator.causal_forest": frozenset({"name", *_FOREST_KEYS, *_RAY_KEYS}),
     "nuisance": frozenset(
@@ -77,9 +77,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
         {"name", "path", "images", "id_column", "max_lost_fraction", "outcome_derived", "query", "prepare"}
     ),
     # data.simulated / data.sample: these plus simulate_catalog's keyword arguments (see _simulator_keys).
-    "data.simulated": frozenset(
-        {"name", "prepare", "features_path", "seed", "outcome_derived", "query", "components"}
-    ),
+    "data.simulated": frozenset({"name", "prepare", "features_path", "seed", "outcome_derived", "query", "components"}),
     "data.prepare": frozenset(_PREPARE_KEYS),
     "evaluate": frozenset({"iou_threshold", "score_threshold", "group_by", "feed_misclassification"}),
     "paths": frozenset({"outputs", "annotations", "cache"}),

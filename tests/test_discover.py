@@ -181,3 +181,20 @@ def test_unknown_feature_is_named(tmp_path):
     cfg = _compose(["experiment=discover", "data.n_titles=20", "discover.features=[no_such_column]"])
     results = run(cfg, tmp_path)
     assert results["errors"][0]["step"] == "discover" and "no_such_column" in results["errors"][0]["message"]
+
+
+# ------------------------------------------------------------------------------------------ bands
+def test_bands_from_annotation_columns():
+    from causal.bands import add_bands, face_size_band, people_band
+
+    count = pd.Series([0, 1, 2, 3, 4, 9, None], name="face_count")
+    assert list(people_band(count)) == ["0", "1", "2-3", "2-3", "4+", "4+", None]
+    area = pd.Series([0.0, 0.005, 0.02, 0.099, 0.1, 0.5, np.nan])
+    faces = pd.Series([0, 1, 1, 1, 1, 1, 0])
+    assert list(face_size_band(area, faces)) == ["none", "small", "medium", "medium", "large", "large", "none"]
+    with pytest.raises(ValueError, match="face_count"):
+        people_band(pd.Series([-1], name="face_count"))
+    frame = pd.DataFrame({"face_count": [0, 5], "face_area_max": [0.0, 0.2], "people_band": ["mine", "mine"]})
+    added = add_bands(frame)
+    assert list(added["people_band"]) == ["mine", "mine"]  # an existing column is kept
+    assert list(added["face_size_band"]) == ["none", "large"] and "face_size_band" not in frame
