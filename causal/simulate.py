@@ -114,6 +114,8 @@ _NOT_IMAGE_LEVEL = frozenset(
         "face_area_max",
         "face_area_total",
         *_FACE_COLUMNS,
+        # Head pose of the largest face (vision.pose): not drawn by the simulator.
+        *("largest_face_yaw", "largest_face_pitch", "largest_face_roll", "largest_face_frontal"),
     }
 )
 

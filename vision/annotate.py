@@ -41,6 +41,7 @@ from vision.io import (
     image_id_for,
 )
 from vision.lock import OutputLock, OutputLockedError
+from vision.pose import face_poses, largest_face_pose
 from vision.store import AnnotationError, PartWriter
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ class BatchAnnotator:
                 "status": "ok",
                 "error": None,
                 **face_aggregates(boxes, probs, image.width, image.height),
+                **largest_face_pose(boxes, landmarks),
             }
             if self.color_features is not None:
                 row.update(self.color_features(image.pixels))
@@ -223,6 +225,7 @@ class BatchAnnotator:
             )
             image_rows.append(row)
             area = image.width * image.height
+            poses = face_poses(landmarks)  # yaw, pitch, roll, frontal (vision.pose)
             for k in range(len(boxes)):
                 x1, y1, x2, y2 = boxes[k]
                 face_rows.append(
@@ -237,6 +240,7 @@ class BatchAnnotator:
                         "area_frac": max(x2 - x1, 0.0) * max(y2 - y1, 0.0) / area,
                         "landmarks": landmarks[k].reshape(-1).tolist(),
                         "embedding": embeddings[k].tolist() if embeddings is not None else None,
+                        **poses[k],
                     }
                 )
         return image_rows, face_rows
@@ -271,6 +275,10 @@ def _images_schema(color_names: Iterable[str]) -> pa.Schema:
         pa.field("face_prob_max", pa.float64()),
         pa.field("largest_face_cx", pa.float64()),
         pa.field("largest_face_cy", pa.float64()),
+        pa.field("largest_face_yaw", pa.float64()),
+        pa.field("largest_face_pitch", pa.float64()),
+        pa.field("largest_face_roll", pa.float64()),
+        pa.field("largest_face_frontal", pa.bool_()),
     ]
     fields += [pa.field(name, pa.float64()) for name in color_names]
     fields += [
@@ -293,6 +301,10 @@ def _faces_schema() -> pa.Schema:
             pa.field("area_frac", pa.float64()),
             pa.field("landmarks", pa.list_(pa.float32())),
             pa.field("embedding", pa.list_(pa.float32())),
+            pa.field("yaw", pa.float64()),
+            pa.field("pitch", pa.float64()),
+            pa.field("roll", pa.float64()),
+            pa.field("frontal", pa.bool_()),
         ]
     )
 
