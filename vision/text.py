@@ -16,9 +16,9 @@ normalised with mean 0.5 and sd 0.5; a 1 x 1 x H x W text probability map). With
 (reading the text) is not done.
 
 Post-processing (as PP-OCR's ``DBPostProcess``, axis-aligned): the probability map is thresholded at ``thresh``,
-dilated by a 2 x 2 kernel, split into connected regions; a region's score is its mean probability and it is kept
-when at least ``box_thresh``; its bounding box is grown by ``unclip_ratio * area / perimeter`` on each side (DB
-predicts a shrunk text kernel) and mapped back to the original pixels.
+dilated by a 2 x 2 kernel, split into connected regions; a region's score is the mean probability of its pixels
+above ``thresh`` and it is kept when at least ``box_thresh``; its bounding box is grown by ``unclip_ratio * area /
+perimeter`` on each side (DB predicts a shrunk text kernel) and mapped back to the original pixels.
 
 Features (:func:`text_features`): ``text_area_fraction`` (union of the boxes / image area), ``text_blocks``
 (boxes), ``text_position`` of the largest box (``top`` / ``middle`` / ``bottom`` third by its centre; ``none``
@@ -134,7 +134,8 @@ def boxes_from_map(
         x, y, w, h, area = stats[k]
         if min(w, h) < min_size:
             continue
-        score = float(prob[labels == k].mean())
+        region = prob[labels == k]
+        score = float(region[region > thresh].mean())  # the kernel's pixels (the dilated rim is not text)
         if score < box_thresh:
             continue
         grow = unclip_ratio * area / (2.0 * (w + h))
