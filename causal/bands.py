@@ -2,7 +2,9 @@
 
 * ``people_band`` from ``face_count`` (faces detected = people shown): ``"0"``, ``"1"``, ``"2-3"``, ``"4+"``;
 * ``face_size_band`` from ``face_area_max`` (the largest face's area as a fraction of the image): ``"none"``
-  (no face), ``"small"`` (below 2%), ``"medium"`` (2% to 10%), ``"large"`` (10% and more).
+  (no face), ``"small"`` (below 2%), ``"medium"`` (2% to 10%), ``"large"`` (10% and more);
+* ``text_position`` from ``text_center_y`` (annotations with ``vision.image_features.text=true``): the third of
+  the image holding the largest text block's centre, ``"none"`` without text.
 
 A band is a categorical column: the funnel (:mod:`causal.discover`) tests each band against the most frequent one;
 a single band against another is a binary treatment for the other experiments after a ``data.query`` keeping the
@@ -51,4 +53,16 @@ def add_bands(frame: pd.DataFrame) -> pd.DataFrame:
         out["people_band"] = people_band(out["face_count"])
     if "face_area_max" in out and "face_size_band" not in out:
         out["face_size_band"] = face_size_band(out["face_area_max"], out.get("face_count"))
+    if "text_center_y" in out and "text_position" not in out:
+        out["text_position"] = text_position(out["text_center_y"], out.get("text_blocks"))
     return out
+
+
+def text_position(center_y: pd.Series, blocks: pd.Series | None = None) -> pd.Series:
+    """``"top"`` / ``"middle"`` / ``"bottom"`` third of the largest text block's centre; ``"none"`` without text."""
+    values = pd.to_numeric(center_y, errors="coerce")
+    none = values.isna().to_numpy(dtype=bool)
+    if blocks is not None:
+        none = none | (pd.to_numeric(blocks, errors="coerce").fillna(0).to_numpy() < 1)
+    bands = np.select([none, values < 1 / 3, values < 2 / 3], ["none", "top", "middle"], "bottom")
+    return pd.Series(bands, index=center_y.index, dtype=object)

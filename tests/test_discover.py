@@ -198,3 +198,10 @@ def test_bands_from_annotation_columns():
     added = add_bands(frame)
     assert list(added["people_band"]) == ["mine", "mine"]  # an existing column is kept
     assert list(added["face_size_band"]) == ["none", "large"] and "face_size_band" not in frame
+
+
+def test_text_position_band():
+    from causal.bands import text_position
+
+    got = text_position(pd.Series([0.1, 0.5, 0.9, np.nan, 0.2]), pd.Series([1, 2, 1, 0, 0]))
+    assert list(got) == ["top", "middle", "bottom", "none", "none"]

@@ -56,3 +56,43 @@ def test_detects_a_rendered_title():
     assert match(found.boxes, truth) == 1 and len(found.boxes) == 1
     features = text_features(found.boxes, 640, 480)
     assert features["text_position"] == "bottom" and 0.05 < features["text_area_fraction"] < 0.15
+
+
+class _NoFaces:
+    """A stand-in detector: no face anywhere (no torch, no weights)."""
+
+    def detect(self, images):
+        from vision.detect import FaceDetections
+
+        return [
+            FaceDetections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+            for _ in images
+        ]
+
+
+@pytest.mark.skipif(default_model_path() is None, reason="the rapidocr-onnxruntime wheel's model is not installed")
+def test_annotation_writes_the_text_columns(tmp_path):
+    """vision.image_features.text=true: the images table gains the four numeric text columns (after the colours)."""
+    import pickle
+
+    from causal.bands import add_bands
+    from vision.annotate import BatchAnnotator, annotate_folder
+    from vision.image_features import color_features
+    from vision.store import read_annotations
+    from vision.text import TEXT_IMAGE_COLUMNS, TextImageFeatures
+
+    src = tmp_path / "in"
+    src.mkdir()
+    img = Image.new("RGB", (480, 640), (30, 40, 70))
+    ImageDraw.Draw(img).text((40, 40), "SILENT EMPIRE", font=ImageFont.load_default(size=48), fill=(255, 230, 180))
+    img.save(src / "title.png")
+    Image.new("RGB", (480, 640), (200, 120, 40)).save(src / "plain.png")
+    features = TextImageFeatures(then=color_features)
+    assert pickle.loads(pickle.dumps(features))(np.asarray(img))["text_blocks"] == 1.0  # Ray ships it pickled
+    annotate_folder(src, tmp_path / "out", BatchAnnotator(detector=_NoFaces(), color_features=features), num_workers=0)
+    images, _ = read_annotations(tmp_path / "out")
+    assert list(images.columns[-len(TEXT_IMAGE_COLUMNS) - 2 : -2]) == list(TEXT_IMAGE_COLUMNS)
+    rows = add_bands(images).set_index("image_id")
+    assert rows.loc["title.png", "text_blocks"] == 1 and rows.loc["title.png", "text_position"] == "top"
+    assert 0.01 < rows.loc["title.png", "text_area_fraction"] < 0.1
+    assert rows.loc["plain.png", "text_blocks"] == 0 and rows.loc["plain.png", "text_position"] == "none"

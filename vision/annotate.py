@@ -611,6 +611,10 @@ def annotator_from_config(vision_cfg: Any) -> BatchAnnotator:
                 if encoder_cfg is not None
                 else image_features.EfficientNetLite0Encoder(device=device)
             )
+    if features_cfg.get("text", False):  # opt-in: needs the PP-OCR model file (vision.text)
+        from vision.text import TextImageFeatures
+
+        color = TextImageFeatures(features_cfg.get("text_model"), then=color)
     return BatchAnnotator(
         detector=detector,
         embedder=embedder,

@@ -187,3 +187,49 @@ def match(detected: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> int:
         overlaps[i, :] = -1
         overlaps[:, j] = -1
     return hits
+
+
+TEXT_IMAGE_COLUMNS = ("text_area_fraction", "text_blocks", "text_height", "text_center_y")
+
+
+class TextImageFeatures:
+    """The annotation's text columns of one image (all numbers, as the images table's image-level hook needs):
+    ``text_area_fraction``, ``text_blocks``, ``text_height`` and ``text_center_y`` (the largest block's centre /
+    height, 0..1; NaN without text). ``causal.bands`` turns ``text_center_y`` into the ``text_position`` band.
+
+    Optionally chained after another image-level feature callable (``then``: the colour features), whose columns
+    come first. Picklable (the network is loaded again after unpickling), so Ray actors can carry it.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, then: Any = None, **detector_kwargs: Any) -> None:
+        self.model_path = model_path
+        self.then = then
+        self.detector_kwargs = detector_kwargs
+        self.detector_ = TextDetector(model_path, **detector_kwargs)
+
+    def __call__(self, pixels: np.ndarray) -> dict[str, float]:
+        row = dict(self.then(pixels)) if self.then is not None else {}
+        height, width = pixels.shape[:2]
+        boxes = self.detector_.detect(pixels).boxes
+        feats = text_features(boxes, width, height)
+        centre = float("nan")
+        if len(boxes):
+            areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            largest = boxes[int(np.argmax(areas))]
+            centre = float((largest[1] + largest[3]) / 2.0 / height)
+        row.update(
+            {
+                "text_area_fraction": feats["text_area_fraction"],
+                "text_blocks": float(feats["text_blocks"]),
+                "text_height": feats["text_height"],
+                "text_center_y": centre,
+            }
+        )
+        return row
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "detector_"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.detector_ = TextDetector(self.model_path, **self.detector_kwargs)
