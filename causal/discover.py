@@ -33,6 +33,7 @@
 
 Each hypothesis' result is cached under ``paths.cache/discover/<key>``, keyed by the hypothesis, the method's
 settings and a hash of the arrays it reads (y, t, W), so a rerun with a larger ``top_k`` reuses the ones done.
+With ``discover.use_ray`` the hypotheses not in the cache run as Ray tasks (same numbers).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "min_arm": 30,  # fewest rows per arm (binary / level hypotheses)
     "bins": 5,  # dose-response bins of a continuous treatment
     "bands": True,  # add people_band / face_size_band from face_count / face_area_max (causal.bands)
+    "use_ray": False,  # run the hypotheses as Ray tasks (where scripts/run_experiment.py's `ray` node says)
 }
 TABLE_KEYS = ("feature", "treatment_kind", "estimate", "ci_low", "ci_high", "p_value", "p_adjusted", "significant")
 
@@ -245,22 +247,45 @@ def _p_value(estimate: float, stderr: float) -> float:
     return float(2 * stats.norm.sf(abs(estimate / stderr))) if stderr > 0 else 1.0
 
 
-def cached_hypothesis(h: dict, y, X, y_hat, ctx_args: dict, cache: StepCache) -> dict[str, Any]:
-    """:func:`run_hypothesis` through the step cache (``paths.cache/discover/<key>``)."""
+def _cache_entry(h: dict, y, X, ctx_args: dict, cache: StepCache) -> Any:
+    """The hypothesis' cache folder (``paths.cache/discover/<key>``), or None when caching is off."""
     settings = {k: ctx_args[k] for k in ("seed", "alpha", "clip")} | {"opts": ctx_args["opts"]}
     keyed = {"h": label(h), "kind": h["treatment_kind"], "settings": settings}
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
     key += _data_hash(y[h["rows"]], h["t"][h["rows"]], X[h["rows"]])
-    entry = cache.entry("discover", key)
-    if entry is not None and (entry / "_complete").is_file():
-        return json.loads((entry / "hypothesis.json").read_text())
-    result = run_hypothesis(h, y, X, y_hat, ctx_args)
-    if entry is not None:
-        tmp_dir = ctx_args["out_dir"] / ".discover_cache"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        (tmp_dir / "hypothesis.json").write_text(json.dumps(result, default=float))
-        cache.store("discover", key, tmp_dir, ["hypothesis.json"])
-    return result
+    return cache.entry("discover", key)
+
+
+def _store(entry: Any, result: dict, ctx_args: dict, cache: StepCache) -> None:
+    tmp_dir = ctx_args["out_dir"] / ".discover_cache"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    (tmp_dir / "hypothesis.json").write_text(json.dumps(result, default=float))
+    cache.store("discover", entry.name, tmp_dir, ["hypothesis.json"])
+
+
+def estimate_all(
+    hypotheses: list[dict], y, X, y_hat, ctx_args: dict, cache: StepCache, *, use_ray: bool = False
+) -> list:
+    """:func:`run_hypothesis` of every hypothesis not in the cache (in turn, or as Ray tasks), the rest restored."""
+    entries = [_cache_entry(h, y, X, ctx_args, cache) for h in hypotheses]
+    results: list[dict | None] = [
+        json.loads((e / "hypothesis.json").read_text()) if e is not None and (e / "_complete").is_file() else None
+        for e in entries
+    ]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if use_ray and todo:
+        import ray
+
+        remote = ray.remote(run_hypothesis)
+        refs = [ray.put(a) for a in (y, X, y_hat)]
+        done = ray.get([remote.remote(hypotheses[i], *refs, ctx_args) for i in todo])
+    else:
+        done = [run_hypothesis(hypotheses[i], y, X, y_hat, ctx_args) for i in todo]
+    for i, result in zip(todo, done, strict=True):
+        results[i] = result
+        if entries[i] is not None:
+            _store(entries[i], result, ctx_args, cache)
+    return results
 
 
 # -------------------------------------------------------------------------------------------- table, truth
@@ -358,7 +383,7 @@ def run_step(ctx: Any) -> dict[str, Any]:
         "n_jobs": n_jobs,
     }
     cache = StepCache(_node(_node(ctx.cfg, "paths"), "cache"))
-    tested = [cached_hypothesis(h, y, X, y_hat, args, cache) for h in hypotheses]
+    tested = estimate_all(hypotheses, y, X, y_hat, args, cache, use_ray=bool(opts["use_ray"]))
     table = rank(tested, float(opts["alpha"]))
     _with_truth(table, ctx.truth)
     ctx.results["hypotheses"] = table

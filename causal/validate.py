@@ -53,7 +53,9 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "screening": frozenset({"features", "alpha", "exclude", "max_levels"}),
     "overlap": frozenset({"rule", "threshold", "weighting", "bins"}),
     "dml": frozenset({"compare", "moderation", "plots", "clip"}),
-    "discover": frozenset({"features", "exclude", "top_k", "alpha", "learner", "folds", "min_arm", "bins", "bands"}),
+    "discover": frozenset(
+        {"features", "exclude", "top_k", "alpha", "learner", "folds", "min_arm", "bins", "bands", "use_ray"}
+    ),
     "estimator.linear_dml": frozenset({"name", "fit_cate_intercept", *_RAY_KEYS}),
     "estimator.causal_forest": frozenset({"name", *_FOREST_KEYS, *_RAY_KEYS}),
     "nuisance": frozenset(

@@ -205,3 +205,19 @@ def test_text_position_band():
 
     got = text_position(pd.Series([0.1, 0.5, 0.9, np.nan, 0.2]), pd.Series([1, 2, 1, 0, 0]))
     assert list(got) == ["top", "middle", "bottom", "none", "none"]
+
+
+@pytest.mark.slow
+def test_ray_tasks_give_the_same_table(funnel, tmp_path):
+    ray = pytest.importorskip("ray")
+    results, _, _ = funnel
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        again = run(_compose([*SMALL, "paths.cache=null", "discover.use_ray=true"]), tmp_path)
+    finally:
+        ray.shutdown()
+    assert [discover.label(h) for h in again["hypotheses"]] == [discover.label(h) for h in results["hypotheses"]]
+    for a, b in zip(again["hypotheses"], results["hypotheses"], strict=True):
+        assert a["estimate"] == pytest.approx(b["estimate"], rel=1e-9) and a["p_adjusted"] == pytest.approx(
+            b["p_adjusted"]
+        )
