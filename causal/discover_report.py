@@ -98,3 +98,21 @@ def report_section(results: Mapping[str, Any]) -> str:
         )
     lines += [_details(h) for h in table]
     return "\n".join(lines)
+
+
+def summary_lines(results: Mapping[str, Any], limit: int = 10) -> list[str]:
+    """The funnel's ranked table as text lines for the command's printed summary (``[]`` without hypotheses)."""
+    table = [h for h in results.get("hypotheses") or [] if "p_value" in h]
+    if not table:
+        return []
+    lines = [f"hypotheses (Holm over {len(table)} tests), best first:"]
+    for h in table[:limit]:
+        name = str(h["feature"]) + (f"={h['level']} vs {h['reference']}" if h.get("level") is not None else "")
+        truth = f"  truth {h['truth']:+.4g}" if "truth" in h else ""
+        lines.append(
+            f"  {name[:40]:40s}{h['estimate']:+12.4g}  [{h['ci_low']:+.4g}, {h['ci_high']:+.4g}]  "
+            f"p_adj {h['p_adjusted']:.3g}{'  *' if h['significant'] else ''}{truth}"
+        )
+    if len(table) > limit:
+        lines.append(f"  ... {len(table) - limit} more in results.json")
+    return lines

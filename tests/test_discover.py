@@ -221,3 +221,13 @@ def test_ray_tasks_give_the_same_table(funnel, tmp_path):
         assert a["estimate"] == pytest.approx(b["estimate"], rel=1e-9) and a["p_adjusted"] == pytest.approx(
             b["p_adjusted"]
         )
+
+
+def test_printed_summary_ranks_the_hypotheses(funnel):
+    from causal.summary import summary_lines
+
+    results, _, _ = funnel
+    lines = summary_lines(results)
+    start = next(i for i, line in enumerate(lines) if line.startswith("hypotheses (Holm"))
+    first = results["hypotheses"][0]
+    assert lines[start + 1].split()[0] == discover.label(first).split(" vs ")[0].replace(" ", "")
