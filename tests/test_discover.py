@@ -231,3 +231,11 @@ def test_printed_summary_ranks_the_hypotheses(funnel):
     start = next(i for i, line in enumerate(lines) if line.startswith("hypotheses (Holm"))
     first = results["hypotheses"][0]
     assert lines[start + 1].split()[0] == discover.label(first).split(" vs ")[0].replace(" ", "")
+
+
+def test_the_step_and_the_validator_know_the_same_keys():
+    from causal.validate import allowed_keys
+
+    assert set(discover.DEFAULTS) == set(allowed_keys("discover"))
+    with pytest.raises(ValueError, match="discover: unknown key"):
+        discover.options({"topk": 3}, 0.05)
