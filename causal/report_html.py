@@ -609,7 +609,8 @@ def render_report(
         return _file_png(plots_dir / named[key]) if plots_dir is not None and key in named else None
 
     t, y = results.get("treatment", "treatment"), results.get("outcome", "outcome")
-    title = title or f"Does {t} change {y}?"
+    funnel = results.get("hypotheses") is not None and "ate" not in results  # steps: [discover] alone
+    title = title or (f"Which components change {y}?" if funnel else f"Does {t} change {y}?")
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="muted">source: {html.escape(str(results.get("source", "")))}; steps: '

@@ -161,6 +161,9 @@ def test_report_section_lists_every_hypothesis(funnel):
     results, _, _ = funnel
     html = report_section(results)
     assert "hypothesis funnel" in html and "Holm" in html
+    from causal.report_html import render_report
+
+    assert "<h1>Which components change take_rate?</h1>" in render_report(results)
     for h in results["hypotheses"]:
         assert h["feature"] in html
     assert report_section({"treatment": "t"}) == ""
