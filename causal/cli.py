@@ -120,7 +120,9 @@ def _run_or_exit(cfg: DictConfig, out_dir: Path) -> tuple[dict, dict]:
     started_ray = False
     try:
         validate_config(cfg)  # before Ray starts and before the annotate stage
-        if OmegaConf.select(cfg, "estimator.use_ray", default=False):
+        if OmegaConf.select(cfg, "estimator.use_ray", default=False) or OmegaConf.select(
+            cfg, "discover.use_ray", default=False
+        ):
             # EconML's and the nuisance cross-fit's Ray tasks run where `ray.address` says.
             started_ray = _stage("init_ray")(OmegaConf.select(cfg, "ray"))
         return run_experiment(cfg, out_dir, annotate_stage=_stage("annotate"), evaluate_stage=_stage("evaluate"))

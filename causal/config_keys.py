@@ -50,6 +50,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
         {"seed", "alpha", "n_jobs", "steps", "roles", "data", "estimator", "nuisance", "screening", "overlap", "dml"}
         | {"mediation", "sensitivity", "misclassification", "input", "labels", "paths", "evaluate", "report"}
         | {"vision", "ray", "runner", "hydra", "estimand", "engagement", "display_names", "methods"}
+        | {"discover"}
     ),
     "estimator.linear_dml": frozenset({"name", "fit_cate_intercept", *_RAY_KEYS}),
     "estimator.causal_forest": frozenset({"name", *_FOREST_KEYS, *_RAY_KEYS}),
@@ -66,7 +67,10 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     ),
     # data.simulated / data.sample: these plus simulate_catalog's keyword arguments (see _simulator_keys).
     "data.simulated": frozenset(
-        {"name", "prepare", "features_path", "seed", "outcome_derived", "query", "randomised_column"}
+        {"name", "prepare", "features_path", "seed", "outcome_derived", "query", "randomised_column", "components"}
+    ),
+    "discover": frozenset(
+        {"features", "exclude", "top_k", "alpha", "learner", "folds", "min_arm", "bins", "bands", "use_ray"}
     ),
     "data.prepare": frozenset(_PREPARE_KEYS),
 }

@@ -155,6 +155,11 @@ def load_from_config(data_cfg: Mapping, roles: Roles, *, seed: int = 0) -> tuple
         truth = None
     elif name in ("simulated", "sample"):
         catalog = simulate_from_config(data_cfg, seed=seed)
+        if data_cfg.get("components") is not None:  # visual components with planted effects (the funnel's truth)
+            from causal.simulate_components import add_components
+
+            cat_seed = data_cfg.get("seed")
+            catalog = add_components(catalog, data_cfg["components"], seed=int(seed if cat_seed is None else cat_seed))
         table, source, truth = catalog.data, f"simulator (data={name})", catalog.truth
     else:
         raise DataError(f"config `data.name` must be table, simulated or sample, got {name!r}")

@@ -335,6 +335,8 @@ STEPS: dict[str, StepFn] = {
     "methods": _external("causal.methods:run_step"),
     # Experimental vs observational effect on the rows data.randomised_column flags: the calibration block.
     "calibration": _external("causal.calibration:run_step"),
+    # The hypothesis funnel: screening, then the causal chain per top hypothesis (writes results["hypotheses"]).
+    "discover": _external("causal.discover:run_step"),
     # Vision steps (run by causal.experiment before the data, through injected stages) and report.html (after).
     "annotate": _orchestrated("annotate"),
     "evaluate": _orchestrated("evaluate"),
@@ -355,6 +357,7 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "sensitivity": ("overlap", "dml"),
     "methods": ("overlap", "dml"),
     "calibration": (),
+    "discover": (),
     "report": (),
 }
 

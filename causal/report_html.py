@@ -184,7 +184,9 @@ def render_report(
     def run_plot(key: str) -> bytes | None:
         return file_png(plots_dir / named[key]) if plots_dir is not None and key in named else None
 
-    title = title or question(results, names)
+    funnel = results.get("hypotheses") is not None and "ate" not in results  # steps: [discover] alone
+    outcome = names(results.get("outcome", "outcome"))
+    title = title or (f"Which components change {outcome}?" if funnel else question(results, names))
     parts = _opening_parts(results, evaluation, names, title)
     if gallery:
         parts += ["<h2>The artwork</h2>", gallery]
@@ -229,6 +231,10 @@ def _analysis_parts(results: Mapping[str, Any], names: DisplayNames, run_plot: A
     parts: list[str] = []
     if results.get("screening"):
         parts += _screening_part(results, names)
+    if results.get("hypotheses") is not None:  # the hypothesis funnel (steps: [discover])
+        from causal.discover_report import report_section
+
+        parts.append(report_section(results))
     if results.get("overlap"):
         parts += _overlap_part(results, names, run_plot)
     if results.get("ate") or results.get("naive"):

@@ -114,6 +114,8 @@ _NOT_IMAGE_LEVEL = frozenset(
         "face_area_max",
         "face_area_total",
         *_FACE_COLUMNS,
+        # Head pose of the largest face (vision.pose): not drawn by the simulator.
+        *("largest_face_yaw", "largest_face_pitch", "largest_face_roll", "largest_face_frontal"),
     }
 )
 
@@ -629,7 +631,9 @@ def _copy_real_visuals(data, all_rows, face_rows, face_pick, treated, rng) -> No
 
 
 # ------------------------------------------------------------------------------------------------------ from config
-_NON_SIMULATOR_KEYS = ("name", "prepare", "features_path", "seed", "outcome_derived", "query", "randomised_column")
+_NON_SIMULATOR_KEYS = (
+    "name", "prepare", "features_path", "seed", "outcome_derived", "query", "randomised_column", "components"
+)
 
 
 def load_features(path: str | Path) -> pd.DataFrame:

@@ -128,11 +128,20 @@ def _failures(results: dict) -> list[str]:
     return lines
 
 
+def _hypotheses(results: dict) -> list[str]:
+    if not results.get("hypotheses"):
+        return []
+    from causal.discover_report import summary_lines as funnel_lines
+
+    return funnel_lines(results)
+
+
 _SECTIONS: tuple[Callable[[dict], list[str]], ...] = (
     _cate,
     _heterogeneity,
     _overlap,
     _mediation,
     _sensitivity,
+    _hypotheses,
     _failures,
 )

@@ -326,6 +326,11 @@ def _check_screening_overlap(plain: Mapping, problems: _Problems) -> None:
     problems.number(overlap, "threshold", "overlap", low=0, high=0.5, open_high=True)
     problems.number(overlap, "bins", "overlap", low=1, integer=True)
     problems.unknown_keys(dml_opts, allowed_keys("dml"), "dml")
+    discover = plain.get("discover")
+    problems.unknown_keys(discover, allowed_keys("discover"), "discover")
+    problems.number(discover, "alpha", "discover", low=0, high=1, open_low=True, open_high=True)
+    for key, low in (("top_k", 1), ("folds", 2), ("min_arm", 1), ("bins", 2)):
+        problems.number(discover, key, "discover", low=low, integer=True)
 
 
 def _check_methods(node: Any, runs: bool, problems: _Problems) -> None:

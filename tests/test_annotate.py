@@ -34,10 +34,19 @@ IMAGE_COLUMNS = [
     "face_prob_max",
     "largest_face_cx",
     "largest_face_cy",
+    "largest_face_yaw",
+    "largest_face_pitch",
+    "largest_face_roll",
+    "largest_face_frontal",
     "face_embedding_mean",
     "image_embedding",
 ]
-FACE_COLUMNS = ["image_id", "face_index", "x1", "y1", "x2", "y2", "prob", "area_frac", "landmarks", "embedding"]
+FACE_COLUMNS = [
+    "image_id",
+    "face_index",
+    *("x1", "y1", "x2", "y2", "prob", "area_frac", "landmarks", "embedding"),
+    *("yaw", "pitch", "roll", "frontal"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,10 @@ def _image_features(features_cfg: Any, device: str) -> tuple[Any, Any]:
                 if encoder_cfg is not None
                 else image_features.EfficientNetLite0Encoder(device=device)
             )
+    if features_cfg.get("text", False):  # opt-in: needs the PP-OCR model file (vision.text)
+        from vision.text import TextImageFeatures
+
+        color = TextImageFeatures(features_cfg.get("text_model"), then=color)
     return color, encoder
 
 

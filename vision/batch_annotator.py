@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from vision.features import face_aggregates, mean_embedding
 from vision.io import DecodedImage
+from vision.pose import face_poses, largest_face_pose
 
 __all__ = ["STAGES", "BatchAnnotator", "faces_schema", "images_schema"]
 
@@ -227,8 +228,10 @@ def _rows_for_image(
         "status": "ok",
         "error": None,
         **face_aggregates(boxes, probs, image.width, image.height),
+        **largest_face_pose(boxes, landmarks),
     }
     area = image.width * image.height
+    poses = face_poses(landmarks)  # yaw, pitch, roll, frontal (vision.pose)
     faces = []
     for k in range(len(boxes)):
         x1, y1, x2, y2 = boxes[k]
@@ -244,6 +247,7 @@ def _rows_for_image(
                 "area_frac": max(x2 - x1, 0.0) * max(y2 - y1, 0.0) / area,
                 "landmarks": landmarks[k].reshape(-1).tolist(),
                 "embedding": embeddings[k].tolist() if embeddings is not None else None,
+                **poses[k],
             }
         )
     return row, faces
@@ -265,6 +269,10 @@ def images_schema(color_names: Iterable[str]) -> pa.Schema:
         pa.field("face_prob_max", pa.float64()),
         pa.field("largest_face_cx", pa.float64()),
         pa.field("largest_face_cy", pa.float64()),
+        pa.field("largest_face_yaw", pa.float64()),
+        pa.field("largest_face_pitch", pa.float64()),
+        pa.field("largest_face_roll", pa.float64()),
+        pa.field("largest_face_frontal", pa.bool_()),
     ]
     fields += [pa.field(name, pa.float64()) for name in color_names]
     fields += [
@@ -288,5 +296,9 @@ def faces_schema() -> pa.Schema:
             pa.field("area_frac", pa.float64()),
             pa.field("landmarks", pa.list_(pa.float32())),
             pa.field("embedding", pa.list_(pa.float32())),
+            pa.field("yaw", pa.float64()),
+            pa.field("pitch", pa.float64()),
+            pa.field("roll", pa.float64()),
+            pa.field("frontal", pa.bool_()),
         ]
     )
