@@ -95,10 +95,19 @@ def test_every_section_with_run_plots_embedded(tmp_path):
     evaluation = {
         "ap50": 0.8,
         "n_images": 45,
-        "image_level": {"sensitivity": 0.9, "specificity": 1.0, "fp": 0, "fn": 3},
+        "image_level": {
+            "sensitivity": 0.9,
+            "specificity": 1.0,
+            "specificity_ci": [0.6756, 1.0],
+            "fp": 0,
+            "fn": 3,
+        },
+        "reliability": ["specificity 1.00 rests on 8 face-free images (95% interval 0.68 to 1.00): too few to trust"],
     }
     path = write_report(results, tmp_path, evaluation=evaluation, config_yaml="seed: 0\n")
     text = path.read_text()
+    # Detector rates carry their interval, and a rate resting on few images is said to be untrustworthy.
+    assert "0.68 to 1.00" in text and "too few to trust" in text
     for section in ("Screening", "Overlap and balance", "Effect by group", "Mediation", "Sensitivity", "Face detector"):
         assert f"<h2>{section}" in text, section
     # propensity, effect, CATE, mediation diagram (no pr_curve.png given, no OVB contour in plots)

@@ -99,18 +99,27 @@ def sensitivity(sens: Mapping[str, Any], names: Any = str) -> str:
 
 
 def detector(evaluation: Mapping[str, Any]) -> str:
+    """The detector's figures on the labelled images, rates with their 95% Wilson intervals, and a plain warning
+    when a rate rests on too few images."""
     il, fl = evaluation.get("image_level") or {}, evaluation.get("face_level") or {}
+
+    def interval(block: Mapping[str, Any], key: str) -> str:
+        low, high = block.get(f"{key}_ci") or (None, None)
+        return "" if low is None or high is None else f"{low:.2f} to {high:.2f}"
+
     rows = [
-        ("AP@0.5 (faces)", evaluation.get("ap50")),
-        ("face precision", fl.get("precision")),
-        ("face recall", fl.get("recall")),
-        ("image sensitivity (face present found)", il.get("sensitivity")),
-        ("image specificity (no face, none found)", il.get("specificity")),
-        ("false-positive images", il.get("fp")),
-        ("missed images", il.get("fn")),
-        ("images evaluated", evaluation.get("n_images")),
+        ("AP@0.5 (faces at the detector's cut-off)", evaluation.get("ap50"), ""),
+        ("face precision", fl.get("precision"), interval(fl, "precision")),
+        ("face recall", fl.get("recall"), interval(fl, "recall")),
+        ("image sensitivity (face present found)", il.get("sensitivity"), interval(il, "sensitivity")),
+        ("image specificity (no face, none found)", il.get("specificity"), interval(il, "specificity")),
+        ("false-positive images", il.get("fp"), ""),
+        ("missed images", il.get("fn"), ""),
+        ("images evaluated", evaluation.get("n_images"), ""),
     ]
-    return table(["metric", "value"], [r for r in rows if r[1] is not None], [False, True])
+    out = table(["metric", "value", "95% interval"], [r for r in rows if r[1] is not None], [False, True, False])
+    notes = [f'<p class="bad">{html.escape(note)}.</p>' for note in evaluation.get("reliability") or []]
+    return out + "".join(notes)
 
 
 def versions() -> list[tuple[str, str]]:
