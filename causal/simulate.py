@@ -55,70 +55,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
 
+from causal.simulate_model import (  # noqa: F401  (re-exported: the model constants)
+    COUNTRIES,
+    GENRES,
+    SIZE_SCALE,
+    _derived,
+    _draw_titles,
+    _exposure,
+    _observed_table,
+    _potential_faces,
+    _potential_outcomes,
+    _propensity,
+)
+from causal.simulate_truth import _json_default, _structural_model_text, _truth
+from causal.simulate_visuals import _copy_real_visuals, _parametric_visuals
 from causal.tables import DataError, read_table
 
 log = logging.getLogger(__name__)
-
-# Per-genre constants: catalog share, baseline take-rate shift b_g, propensity shift gamma_g, face-effect pattern h_g
-# (times genre_heterogeneity), face-count probability q_g. Chosen so that (a) genres with many faces also have higher
-# baselines (confounding), (b) the effect is large where the propensity is extreme (documentary, romance,
-# horror) and small where it is near 1/2, so the variance-weighted average that a partially linear model estimates
-# falls below the ATE.
-GENRES: dict[str, dict[str, float]] = {
-    "drama": {"share": 0.22, "base": 0.000, "propensity": 0.1, "effect": -1.0, "count": 0.30},
-    "comedy": {"share": 0.16, "base": 0.020, "propensity": 0.6, "effect": 0.5, "count": 0.35},
-    "action": {"share": 0.14, "base": 0.030, "propensity": 0.0, "effect": -1.0, "count": 0.25},
-    "thriller": {"share": 0.10, "base": 0.000, "propensity": -0.1, "effect": -1.0, "count": 0.20},
-    "romance": {"share": 0.08, "base": 0.010, "propensity": 1.5, "effect": 2.0, "count": 0.15},
-    "documentary": {"share": 0.10, "base": -0.030, "propensity": -1.5, "effect": 2.0, "count": 0.10},
-    "horror": {"share": 0.08, "base": -0.020, "propensity": -0.8, "effect": 1.0, "count": 0.10},
-    "animation": {"share": 0.12, "base": 0.020, "propensity": 0.4, "effect": 0.5, "count": 0.45},
-}
-# Per-country constants: share, baseline shift b_c, face-effect pattern h_c (times country_heterogeneity).
-COUNTRIES: dict[str, dict[str, float]] = {
-    "US": {"share": 0.30, "base": 0.010, "effect": 0.0},
-    "IN": {"share": 0.12, "base": 0.015, "effect": 1.0},
-    "GB": {"share": 0.10, "base": 0.000, "effect": -0.5},
-    "KR": {"share": 0.08, "base": 0.005, "effect": 1.0},
-    "JP": {"share": 0.08, "base": -0.010, "effect": -1.0},
-    "FR": {"share": 0.10, "base": -0.010, "effect": -0.5},
-    "ES": {"share": 0.10, "base": 0.000, "effect": 0.0},
-    "BR": {"share": 0.12, "base": 0.005, "effect": 0.5},
-}
-_BRIGHTNESS_SHIFT = {"horror": -0.15, "documentary": -0.05, "animation": 0.10, "comedy": 0.08}
-
-INTERCEPT = 0.2
-POPULARITY_PROPENSITY = 0.7
-YEAR_PROPENSITY = 0.3
-YEAR_EFFECT = -0.005
-TRUNCATE = 2.5
-SIZE_SCALE = 0.2  # v = floor + SIZE_SCALE * Beta(2, 4)
-SIZE_BETA = (2.0, 4.0)
-MIN_IMPRESSIONS = 1000
-P_MARGIN = 1e-3
-
-_FACE_COLUMNS = ("face_prob_max", "largest_face_cx", "largest_face_cy", "face_embedding_mean")
-# Columns of a real images table that are not image-level features: ids, status, and the face columns (which the
-# simulator draws from face rows or generates). Every other column (colour features, image_embedding, width, ...)
-# is copied as an image-level covariate, whatever the vision stage names it.
-_NOT_IMAGE_LEVEL = frozenset(
-    {
-        "image_id",
-        "status",
-        "error",
-        "face_present",
-        "face_count",
-        "face_area_mean",
-        "face_area_max",
-        "face_area_total",
-        *_FACE_COLUMNS,
-        # Head pose of the largest face (vision.pose): not drawn by the simulator.
-        *("largest_face_yaw", "largest_face_pitch", "largest_face_roll", "largest_face_frontal"),
-    }
-)
-
 
 @dataclass
 class SimulatedCatalog:
@@ -140,49 +94,6 @@ class SimulatedCatalog:
     data: pd.DataFrame
     truth: dict
     units: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-
-def _truncnorm(rng: np.random.Generator, size: int, sd: float) -> np.ndarray:
-    """Normal(0, sd) truncated at +-TRUNCATE sd by resampling; symmetric, so the mean stays zero."""
-    out = rng.standard_normal(size)
-    bad = np.abs(out) > TRUNCATE
-    while bad.any():
-        out[bad] = rng.standard_normal(int(bad.sum()))
-        bad = np.abs(out) > TRUNCATE
-    return sd * out
-
-
-def _face_rows(features: pd.DataFrame, max_faces: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Usable rows of a real images table, and those with a face (count capped at ``max_faces``)."""
-    rows = features
-    if "status" in rows.columns:
-        rows = rows.loc[rows["status"].astype(str).str.lower() != "error"]
-    if "face_count" in rows.columns:
-        count = pd.to_numeric(rows["face_count"], errors="coerce").fillna(0)
-    elif "face_present" in rows.columns:
-        count = rows["face_present"].astype(bool).astype(int)
-    else:
-        raise DataError("features: the images table needs a 'face_count' or 'face_present' column")
-    if len(rows) == 0:
-        raise DataError("features: the images table has no row with status ok")
-    faces = rows.loc[count >= 1].copy()
-    if len(faces) == 0:
-        raise DataError("features: no image in the table has a face; cannot sample face features from it")
-    faces["face_count"] = np.minimum(count[count >= 1].astype(int), max_faces)
-    return rows.reset_index(drop=True), faces.reset_index(drop=True)
-
-
-def _count_probability(
-    q_genre: np.ndarray, slope_genre: np.ndarray, g_idx: np.ndarray, pop: np.ndarray, strength: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-unit face-count probability under popularity confounding, and its expectation per genre over z ~ N(0, 1)
-    (Gauss-Hermite quadrature), which the population ATE's tau0 needs."""
-    k = 1.0 + slope_genre
-    q_unit = special.expit(special.logit(q_genre)[g_idx] + strength * k[g_idx] * np.tanh(2.0 * pop))
-    nodes, weights = np.polynomial.hermite_e.hermegauss(40)
-    weights = weights / weights.sum()
-    grid = special.expit(special.logit(q_genre)[:, None] + strength * k[:, None] * np.tanh(2.0 * nodes)[None, :])
-    return q_unit, grid @ weights
 
 
 def _check(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
@@ -271,12 +182,7 @@ def simulate_catalog(
     DataError
         When ``features`` lacks face columns or has no image with a face.
     """
-    if n_titles < 1 or artworks_per_title < 1:
-        raise ValueError(
-            f"simulate_catalog: n_titles and artworks_per_title must be >= 1, got {n_titles}, {artworks_per_title}"
-        )
-    if max_faces < 1:
-        raise ValueError(f"simulate_catalog: `max_faces` must be >= 1, got {max_faces}")
+    _check_sizes(n_titles, artworks_per_title, max_faces)
     _check("overlap", overlap, 0.0)
     _check("face_share", face_share, 1e-3, 1 - 1e-3)
     _check("explore_share", explore_share, 0.0, 1 - 1e-3)
@@ -289,142 +195,37 @@ def simulate_catalog(
         raise ValueError("simulate_catalog: `count_on_size` and `max_faces` make face sizes exceed 1")
 
     ss = np.random.SeedSequence(seed)
-    rng_titles, rng_assign, rng_faces, rng_noise, rng_exposure, rng_visual = (
-        np.random.default_rng(s) for s in ss.spawn(6)
-    )
-    genre_names = list(GENRES)
-    country_names = list(COUNTRIES)
-    genre_share = np.array([GENRES[g]["share"] for g in genre_names])
-    country_share = np.array([COUNTRIES[c]["share"] for c in country_names])
-    genre_share, country_share = genre_share / genre_share.sum(), country_share / country_share.sum()
-
-    # Titles.
-    g_idx_t = rng_titles.choice(len(genre_names), size=n_titles, p=genre_share)
-    c_idx_t = rng_titles.choice(len(country_names), size=n_titles, p=country_share)
-    pop_t = rng_titles.standard_normal(n_titles)
-    year_t = rng_titles.integers(1990, 2025, size=n_titles)
-    title_shock_t = _truncnorm(rng_titles, n_titles, title_sd)
-
-    m = artworks_per_title
-    n = n_titles * m
-    title_of = np.repeat(np.arange(n_titles), m)
-    g_idx, c_idx = g_idx_t[title_of], c_idx_t[title_of]
-    pop, year = pop_t[title_of], year_t[title_of]
-    year_std = (year - 2007) / 10.0
-    genre = np.array(genre_names, dtype=object)[g_idx]
-    country = np.array(country_names, dtype=object)[c_idx]
-
-    def genre_vec(key: str) -> np.ndarray:
-        return np.array([GENRES[g][key] for g in genre_names])
-
-    def country_vec(key: str) -> np.ndarray:
-        return np.array([COUNTRIES[c][key] for c in country_names])
-
-    # 1. Treatment assignment.
-    score = genre_vec("propensity")[g_idx] + POPULARITY_PROPENSITY * pop + YEAR_PROPENSITY * year_std
-    spread = overlap * score
-    if overlap == 0:
-        intercept = float(special.logit(face_share))
-    else:
-        intercept = float(optimize.brentq(lambda c: special.expit(c + spread).mean() - face_share, -30, 30))
-    propensity = special.expit(intercept + spread)
-    if explore_share > 0:  # its own stream (the 7th child seed): the other draws stay as without explore rows
-        explore = np.random.default_rng(ss.spawn(1)[0]).random(n) < explore_share
-        propensity = np.where(explore, face_share, propensity)
-    treated = rng_assign.random(n) < propensity
-
-    # 2. Potential face features.
+    streams = ("titles", "assign", "faces", "noise", "exposure", "visual")
+    rng = dict(zip(streams, (np.random.default_rng(s) for s in ss.spawn(6)), strict=True))
+    t = _draw_titles(rng["titles"], n_titles, artworks_per_title, title_sd)
+    propensity, intercept, explore = _propensity(t, ss, overlap, face_share, explore_share)
+    treated = rng["assign"].random(t.n) < propensity
+    faces = _potential_faces(t, rng["faces"], features, max_faces, count_popularity, size_floor, count_on_size)
+    effects = {"ate": ate, "genre": genre_heterogeneity, "country": country_heterogeneity}
+    effects.update(count=face_count_effect, size=face_size_effect, popularity=popularity_effect)
+    out = _potential_outcomes(t, faces, rng["noise"], effects, noise_sd)
+    p = np.where(treated, out.p1, out.p0)
+    impressions, plays = _exposure(t, rng["exposure"], impressions_median, p)
+    data = _observed_table(t, treated, faces, rng["visual"])
     if features is not None:
-        all_rows, face_rows = _face_rows(features, max_faces)
-        face_pick = rng_faces.integers(0, len(face_rows), size=n)
-        n_faces = face_rows["face_count"].to_numpy()[face_pick].astype(int)
-        mean_count_by_genre = np.full(len(genre_names), float(face_rows["face_count"].mean()))
-    elif count_popularity:
-        q_unit, mean_q = _count_probability(genre_vec("count"), genre_vec("propensity"), g_idx, pop, count_popularity)
-        n_faces = 1 + rng_faces.binomial(max_faces - 1, q_unit)
-        mean_count_by_genre = 1 + (max_faces - 1) * mean_q
+        _copy_real_visuals(data, faces.all_rows, faces.face_rows, faces.face_pick, treated, rng["visual"])
     else:
-        q = genre_vec("count")
-        n_faces = 1 + rng_faces.binomial(max_faces - 1, q[g_idx])
-        mean_count_by_genre = 1 + (max_faces - 1) * q
-    size_exog = size_floor + SIZE_SCALE * rng_faces.beta(*SIZE_BETA, size=n)
-    face_size = size_exog + count_on_size * (n_faces - 1)
-    mean_v = size_floor + SIZE_SCALE * SIZE_BETA[0] / sum(SIZE_BETA)
-    mean_size_by_genre = mean_v + count_on_size * (mean_count_by_genre - 1)
-
-    # 3. Outcome. tau0 makes the population ATE equal `ate`.
-    het_g = genre_heterogeneity * genre_vec("effect")
-    het_c = country_heterogeneity * country_vec("effect")
-    path_g = face_count_effect * mean_count_by_genre + face_size_effect * mean_size_by_genre
-    tau0 = ate - float(genre_share @ (het_g + path_g)) - float(country_share @ het_c)
-    tau = tau0 + het_g[g_idx] + het_c[c_idx] + face_count_effect * n_faces + face_size_effect * face_size
-    mu = (
-        INTERCEPT
-        + genre_vec("base")[g_idx]
-        + country_vec("base")[c_idx]
-        + popularity_effect * np.tanh(pop)
-        + YEAR_EFFECT * year_std
-        + title_shock_t[title_of]
-    )
-    p0 = mu + _truncnorm(rng_noise, n, noise_sd)
-    p1 = p0 + tau
-    lowest, highest = float(min(p0.min(), p1.min())), float(max(p0.max(), p1.max()))
-    if lowest <= P_MARGIN or highest >= 1 - P_MARGIN:
-        raise ValueError(
-            f"simulate_catalog: expected take rates reach [{lowest:.4f}, {highest:.4f}], outside (0, 1); "
-            "lower noise_sd, title_sd, popularity_effect or the effect sizes"
-        )
-    p = np.where(treated, p1, p0)
-
-    # 4. Exposure and plays.
-    log_imp = np.log(impressions_median) + 0.5 * pop + 0.5 * rng_exposure.standard_normal(n)
-    impressions = np.maximum(MIN_IMPRESSIONS, np.round(np.exp(log_imp))).astype(np.int64)
-    plays = rng_exposure.binomial(impressions, p)
-    take_rate = plays / impressions
-
-    # Observed table.
-    # Build the id strings per title and per slot, then combine (a million f-strings take seconds).
-    title_names = np.array([f"title_{j:05d}" for j in range(n_titles)], dtype=object)
-    slot_names = np.array([f"/artwork_{k:02d}.jpg" for k in range(m)], dtype=object)
-    title_id = title_names[title_of]
-    image_id = title_id + slot_names[np.tile(np.arange(m), n_titles)]
-    data = pd.DataFrame(
-        {
-            "image_id": image_id,
-            "title_id": title_id,
-            "genre": genre,
-            "country": country,
-            "title_popularity": pop,
-            "release_year": year.astype(np.int64),
-        }
-    )
-    face_count = np.where(treated, n_faces, 0).astype(np.int64)
-    area_mean = np.where(treated, face_size, 0.0)
-    spread_max = rng_visual.random(n)
-    data["face_present"] = treated
-    data["face_count"] = face_count
-    data["face_area_mean"] = area_mean
-    data["face_area_max"] = np.where(treated, face_size * (1 + (n_faces - 1) * spread_max), 0.0)
-    data["face_area_total"] = np.where(treated, face_size * n_faces, 0.0)
-    if features is not None:
-        _copy_real_visuals(data, all_rows, face_rows, face_pick, treated, rng_visual)
-    else:
-        _parametric_visuals(data, treated, rng_visual, embedding_dim, len(genre_names), g_idx)
+        _parametric_visuals(data, treated, rng["visual"], embedding_dim, t.genre_names, t.g_idx)
     if explore_share > 0:
         data["explore"] = explore
-    data["take_rate"] = take_rate
+    data["take_rate"] = plays / impressions
     data["impressions"] = impressions
     data["plays"] = plays.astype(np.int64)
 
     units = pd.DataFrame(
         {
-            "image_id": image_id,
+            "image_id": data["image_id"].to_numpy(),
             "propensity": propensity,
-            "tau": tau,
-            "take_rate_0": p0,
-            "take_rate_1": p1,
-            "face_count_1": n_faces,
-            "face_area_mean_1": face_size,
+            "tau": out.tau,
+            "take_rate_0": out.p0,
+            "take_rate_1": out.p1,
+            "face_count_1": faces.n_faces,
+            "face_area_mean_1": faces.face_size,
         }
     )
     params = {
@@ -447,33 +248,24 @@ def simulate_catalog(
         "impressions_median": impressions_median,
         "embedding_dim": embedding_dim,
         **({"count_popularity": count_popularity} if count_popularity else {}),
-        "derived": {
-            "tau0": tau0,
-            "propensity_intercept": intercept,
-            "size_floor": size_floor,
-            "intercept": INTERCEPT,
-            "popularity_propensity": POPULARITY_PROPENSITY,
-            "year_propensity": YEAR_PROPENSITY,
-            "year_effect": YEAR_EFFECT,
-            "truncation_sd": TRUNCATE,
-        },
+        "derived": _derived(out.tau0, intercept, size_floor),
         "genres": GENRES,
         "countries": COUNTRIES,
     }
     truth = _truth(
-        tau=tau,
+        tau=out.tau,
         treated=treated,
         propensity=propensity,
-        g_idx=g_idx,
-        c_idx=c_idx,
-        genre_names=genre_names,
-        country_names=country_names,
-        genre_share=genre_share,
-        country_share=country_share,
-        tau0=tau0,
-        het_g=het_g,
-        het_c=het_c,
-        path_g=path_g,
+        g_idx=t.g_idx,
+        c_idx=t.c_idx,
+        genre_names=t.genre_names,
+        country_names=t.country_names,
+        genre_share=t.genre_share,
+        country_share=t.country_share,
+        tau0=out.tau0,
+        het_g=out.het_g,
+        het_c=out.het_c,
+        path_g=out.path_g,
         face_count_effect=face_count_effect,
         face_size_effect=face_size_effect,
         count_on_size=count_on_size,
@@ -482,157 +274,30 @@ def simulate_catalog(
     truth["structural_model"] = _structural_model_text()
     truth["params"] = params
     truth = json.loads(json.dumps(truth, default=_json_default))
-    log.info("simulated %d artworks (%d titles): ATE %.5f, face share %.3f", n, n_titles, truth["ate"], treated.mean())
+    log.info(
+        "simulated %d artworks (%d titles): ATE %.5f, face share %.3f", t.n, n_titles, truth["ate"], treated.mean()
+    )
     return SimulatedCatalog(data=data, truth=truth, units=units)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+def _check_sizes(n_titles: int, artworks_per_title: int, max_faces: int) -> None:
+    if n_titles < 1 or artworks_per_title < 1:
+        raise ValueError(
+            f"simulate_catalog: n_titles and artworks_per_title must be >= 1, got {n_titles}, {artworks_per_title}"
+        )
+    if max_faces < 1:
+        raise ValueError(f"simulate_catalog: `max_faces` must be >= 1, got {max_faces}")
 
 
-def _group_means(values: np.ndarray, codes: np.ndarray, names: list[str]) -> dict[str, float]:
-    sums = np.bincount(codes, weights=values, minlength=len(names))
-    counts = np.bincount(codes, minlength=len(names))
-    return {name: float(sums[k] / counts[k]) for k, name in enumerate(names) if counts[k]}
-
-
-def _group_sizes(codes: np.ndarray, names: list[str]) -> dict[str, int]:
-    counts = np.bincount(codes, minlength=len(names))
-    return {name: int(counts[k]) for k, name in enumerate(names) if counts[k]}
-
-
-def _truth(
-    *,
-    tau,
-    treated,
-    propensity,
-    g_idx,
-    c_idx,
-    genre_names,
-    country_names,
-    genre_share,
-    country_share,
-    tau0,
-    het_g,
-    het_c,
-    path_g,
-    face_count_effect,
-    face_size_effect,
-    count_on_size,
-    ate,
-) -> dict:
-    weights = propensity * (1 - propensity)
-    cate = {
-        "genre": _group_means(tau, g_idx, genre_names),
-        "country": _group_means(tau, c_idx, country_names),
-    }
-    sizes = {
-        "genre": _group_sizes(g_idx, genre_names),
-        "country": _group_sizes(c_idx, country_names),
-    }
-    mean_het_c = float(country_share @ het_c)
-    mean_genre_part = float(genre_share @ (het_g + path_g))
-    population = {
-        "genre": {g: tau0 + het_g[k] + path_g[k] + mean_het_c for k, g in enumerate(genre_names)},
-        "country": {c: tau0 + mean_genre_part + het_c[k] for k, c in enumerate(country_names)},
-    }
-    indirect = count_on_size * face_size_effect
-    total = face_count_effect + indirect
-    return {
-        "treatment": "face_present",
-        "outcome": "take_rate",
-        "n_units": int(len(tau)),
-        "n_treated": int(treated.sum()),
-        "ate": float(tau.mean()),
-        "ate_population": float(ate),
-        "att": float(tau[treated].mean()) if treated.any() else None,
-        "atc": float(tau[~treated].mean()) if (~treated).any() else None,
-        "ate_variance_weighted": float((weights * tau).sum() / weights.sum()),
-        "cate_by_group": cate,
-        "cate_by_group_population": population,
-        "group_sizes": sizes,
-        "propensity": {
-            "mean": float(propensity.mean()),
-            "min": float(propensity.min()),
-            "max": float(propensity.max()),
-            "sd_logit": float(np.std(special.logit(propensity))),
-            "share_outside_0.05_0.95": float(((propensity < 0.05) | (propensity > 0.95)).mean()),
-        },
-        "mediation": {
-            "treatment": "face_count",
-            "mediator": "face_area_mean",
-            "population": "artworks with face_present == 1",
-            "direct": float(face_count_effect),
-            "indirect": float(indirect),
-            "total": float(total),
-            "a_path": float(count_on_size),
-            "b_path": float(face_size_effect),
-            "proportion_mediated": float(indirect / total) if total != 0 else None,
-        },
-    }
-
-
-def _structural_model_text() -> str:
-    return (
-        "Titles: genre g and country c from fixed shares; popularity z ~ N(0,1); release year uniform 1990-2024 "
-        "(r = (year-2007)/10); title shock u (normal, sd title_sd, truncated at 2.5 sd). "
-        "Face presence D ~ Bernoulli(e), logit e = c0 + overlap * (gamma_g + 0.7 z + 0.3 r), c0 set so mean e = "
-        "face_share. Potential face count N = 1 + Binomial(max_faces-1, q_g); potential mean face size "
-        "A = v + count_on_size * (N-1), v = floor + 0.2 Beta(2,4) independent of N. Observed face_count = D N, "
-        "face_area_mean = D A. Expected take rate p = 0.2 + b_g + b_c + popularity_effect tanh(z) - 0.005 r + u "
-        "+ D tau + eps, tau = tau0 + genre_heterogeneity h_g + country_heterogeneity h_c + face_count_effect N "
-        "+ face_size_effect A, eps normal(sd noise_sd) truncated at 2.5 sd; tau0 set so the population ATE = ate. "
-        "plays ~ Binomial(impressions, p), take_rate = plays / impressions, so E[take_rate | p] = p. "
-        "ATE = mean tau; CATE(level) = mean tau in the level; among artworks with a face, one more face changes "
-        "take rate by face_count_effect directly and by count_on_size * face_size_effect through face size."
-    )
-
-
-def _parametric_visuals(data, treated, rng, embedding_dim, n_genres, g_idx) -> None:
-    n = len(data)
-    prob = 0.9 + 0.1 * rng.beta(5.0, 1.0, size=n)
-    cx = rng.beta(5.0, 5.0, size=n)
-    cy = rng.beta(4.0, 6.0, size=n)
-    data["face_prob_max"] = np.where(treated, prob, np.nan)
-    data["largest_face_cx"] = np.where(treated, cx, np.nan)
-    data["largest_face_cy"] = np.where(treated, cy, np.nan)
-    shift = np.array([_BRIGHTNESS_SHIFT.get(g, 0.0) for g in GENRES])[g_idx]
-    data["img_brightness"] = np.clip(0.5 + shift + 0.1 * rng.standard_normal(n), 0.0, 1.0)
-    data["img_colourfulness"] = rng.gamma(4.0, 0.08, size=n)
-    if embedding_dim > 0:
-        centres = rng.standard_normal((n_genres, embedding_dim))
-        image_emb = (centres[g_idx] + rng.standard_normal((n, embedding_dim))).astype(np.float32)
-        face_emb = rng.standard_normal((n, embedding_dim)).astype(np.float32)
-        data["image_embedding"] = list(image_emb)
-        data["face_embedding_mean"] = [face_emb[i] if treated[i] else None for i in range(n)]
-
-
-def _copy_real_visuals(data, all_rows, face_rows, face_pick, treated, rng) -> None:
-    n = len(data)
-    pick = rng.integers(0, len(all_rows), size=n)
-    image_cols = [c for c in all_rows.columns if c not in _NOT_IMAGE_LEVEL and c not in data.columns]
-    for col in image_cols:
-        data[col] = all_rows[col].to_numpy()[pick]
-    if "image_id" in all_rows.columns:
-        data["source_image_id"] = all_rows["image_id"].astype(str).to_numpy()[pick]
-    for col in _FACE_COLUMNS:
-        if col in face_rows.columns:
-            values = face_rows[col].to_numpy()[face_pick]
-            if col == "face_embedding_mean":
-                data[col] = [values[i] if treated[i] else None for i in range(n)]
-            else:
-                data[col] = np.where(treated, pd.to_numeric(pd.Series(values), errors="coerce"), np.nan)
-    if "image_id" in face_rows.columns:
-        data["source_face_image_id"] = np.where(treated, face_rows["image_id"].astype(str).to_numpy()[face_pick], None)
-
-
-# ------------------------------------------------------------------------------------------------------ from config
 _NON_SIMULATOR_KEYS = (
-    "name", "prepare", "features_path", "seed", "outcome_derived", "query", "randomised_column", "components"
+    "name",
+    "prepare",
+    "features_path",
+    "seed",
+    "outcome_derived",
+    "query",
+    "randomised_column",
+    "components",
 )
 
 
