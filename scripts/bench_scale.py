@@ -275,7 +275,7 @@ def bench_causal(args: argparse.Namespace) -> dict:
     return out
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--replicate", type=int, default=3, help="copies of the 45-image sample (default 3)")
     ap.add_argument("--part-size", type=int, default=16, help="vision.part_size of both runners (default 16)")
@@ -293,8 +293,11 @@ def main() -> None:
     ap.add_argument("--skip", choices=["annotation", "driver", "causal"], action="append", default=[])
     ap.add_argument("--override", action="append", default=[], help="extra annotate.yaml override, repeatable")
     ap.add_argument("--json", type=Path, help="also write the figures here")
-    args = ap.parse_args()
+    return ap
 
+
+def _run(args: argparse.Namespace) -> dict:
+    """Every measurement asked for, on a local Ray instance started here."""
     try:
         import ray
     except ImportError:
@@ -315,49 +318,58 @@ def main() -> None:
         ray.shutdown()
     results["load_average_end"] = os.getloadavg()
 
+    return results
+
+
+def _print_annotation(a: dict, actors: int) -> None:
+    lo, ra = a["local"], a["ray"]
+    n = max(a["images"].values())
+    print(f"\nannotation, default vision config, part_size {a['settings']['part_size']}; Ray: {actors} CPU actors")
+    print(
+        f"{'runner':<8}"
+        + "".join(f"{f'{k} img s':>12}" for k in a["images"].values())
+        + f"{'img/s':>8}{'marginal':>10}"
+    )
+    for name, r in ((k, a[k]) for k in ("local", "local_1thread", "ray") if k in a):
+        row = "".join(f"{s:>12.1f}" for s in r["seconds"].values())
+        print(f"{name:<8}{row}{r['images_per_s']:>8.2f}{r['marginal_images_per_s']:>10.2f}")
+    print(
+        f"ratio ray/local images/s on {n} images: {ra['images_per_s'] / lo['images_per_s']:.2f} (whole run), "
+        f"{ra['marginal_images_per_s'] / lo['marginal_images_per_s']:.2f} (marginal)"
+    )
+    for name in ("local", "local_1thread"):
+        if f"max_abs_difference_{name}_vs_ray" in a:
+            diffs = {t: d for t, d in a[f"max_abs_difference_{name}_vs_ray"].items() if d}
+            verdict = "identical" if not diffs else "columns that differ (max |diff|): " + json.dumps(diffs)
+            print(f"{name} vs ray outputs: {verdict}")
+
+
+def _print_causal(c: dict) -> None:
+    lo, ra = c["local"], c["ray"]
+    print(f"\ncausal fit on {c['units']} units x {c['features']} features, {c['folds']} folds, tune={c['tune']}")
+    print(f"{'runner':<8}{'nuisance s':>11}{'crossfit s':>11}{'forest s':>10}{'ATE':>10}")
+    for name, r in (("local", lo), ("ray", ra)):
+        print(
+            f"{name:<8}{r['nuisance_seconds']:>11.2f}{r['crossfit_seconds']:>11.2f}{r['forest_seconds']:>10.2f}"
+            f"{r['ate']:>10.5f}"
+        )
+    print(
+        f"ratio local/ray seconds: nuisance {lo['nuisance_seconds'] / ra['nuisance_seconds']:.2f}, "
+        f"cross-fit {lo['crossfit_seconds'] / ra['crossfit_seconds']:.2f}; max |diff| propensity "
+        f"{c['max_abs_diff_propensity']:.1e}, outcome {c['max_abs_diff_outcome']:.1e}, ATE {c['ate_diff']:.1e}"
+    )
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    results = _run(args)
     print(f"Ray: local instance, {args.ray_cpus} CPUs, started in {results['ray_init_seconds']:.1f} s")
     if "annotation" in results:
-        a = results["annotation"]
-        lo, ra = a["local"], a["ray"]
-        n = max(a["images"].values())
-        print(
-            f"\nannotation, default vision config, part_size {a['settings']['part_size']}; "
-            f"Ray: {args.actors} CPU actors"
-        )
-        print(
-            f"{'runner':<8}"
-            + "".join(f"{f'{k} img s':>12}" for k in a["images"].values())
-            + f"{'img/s':>8}{'marginal':>10}"
-        )
-        for name, r in ((k, a[k]) for k in ("local", "local_1thread", "ray") if k in a):
-            row = "".join(f"{s:>12.1f}" for s in r["seconds"].values())
-            print(f"{name:<8}{row}{r['images_per_s']:>8.2f}{r['marginal_images_per_s']:>10.2f}")
-        print(
-            f"ratio ray/local images/s on {n} images: {ra['images_per_s'] / lo['images_per_s']:.2f} (whole run), "
-            f"{ra['marginal_images_per_s'] / lo['marginal_images_per_s']:.2f} (marginal)"
-        )
-        for name in ("local", "local_1thread"):
-            if f"max_abs_difference_{name}_vs_ray" in a:
-                diffs = {t: d for t, d in a[f"max_abs_difference_{name}_vs_ray"].items() if d}
-                verdict = "identical" if not diffs else "columns that differ (max |diff|): " + json.dumps(diffs)
-                print(f"{name} vs ray outputs: {verdict}")
+        _print_annotation(results["annotation"], args.actors)
     if "driver" in results:
         print_driver(results["driver"])
     if "causal" in results:
-        c = results["causal"]
-        lo, ra = c["local"], c["ray"]
-        print(f"\ncausal fit on {c['units']} units x {c['features']} features, {c['folds']} folds, tune={c['tune']}")
-        print(f"{'runner':<8}{'nuisance s':>11}{'crossfit s':>11}{'forest s':>10}{'ATE':>10}")
-        for name, r in (("local", lo), ("ray", ra)):
-            print(
-                f"{name:<8}{r['nuisance_seconds']:>11.2f}{r['crossfit_seconds']:>11.2f}{r['forest_seconds']:>10.2f}"
-                f"{r['ate']:>10.5f}"
-            )
-        print(
-            f"ratio local/ray seconds: nuisance {lo['nuisance_seconds'] / ra['nuisance_seconds']:.2f}, "
-            f"cross-fit {lo['crossfit_seconds'] / ra['crossfit_seconds']:.2f}; max |diff| propensity "
-            f"{c['max_abs_diff_propensity']:.1e}, outcome {c['max_abs_diff_outcome']:.1e}, ATE {c['ate_diff']:.1e}"
-        )
+        _print_causal(results["causal"])
     print(f"\nload average (1, 5, 15 min) at start {results['load_average_start']}, end {results['load_average_end']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
