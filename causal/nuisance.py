@@ -413,83 +413,8 @@ def _oof_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, m: np.ndarray) -> d
     }
 
 
-# Keys of the learner choice and repeated cross-fitting (also in causal.validate.KNOWN_KEYS).
-NEW_KEYS = (
-    "candidates",
-    "model_t",
-    "model_y",
-    "select_max_rows",
-    "repeats",
-    "repeats_max_rows",
-    "cluster",
-    "outcome_mode",
-)
-
-
 def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
-    """Build a :class:`CrossFitNuisance` from the ``nuisance`` config group.
+    """A :class:`CrossFitNuisance` from the ``nuisance`` config node (:func:`causal.nuisance_config.from_config`)."""
+    from causal.nuisance_config import from_config as build
 
-    Parameters
-    ----------
-    cfg : mapping
-        ``nuisance`` node: ``folds``, ``n_jobs``, ``classifier``, ``regressor``, for tuning ``tune`` (bool),
-        ``tune_folds``, ``tune_max_rows`` and ``grid.classifier`` / ``grid.regressor``, the learner choice
-        ``candidates``, ``model_t``, ``model_y``, ``select_max_rows``, ``repeats``, ``cluster`` (read by the
-        pipeline), and ``use_ray``, ``ray_remote_func_options``.
-    seed : int
-        The run's seed.
-    """
-    cfg = dict(cfg)
-    allowed = {
-        "name",
-        "folds",
-        "n_jobs",
-        "classifier",
-        "regressor",
-        "tune",
-        "tune_folds",
-        "tune_max_rows",
-        "grid",
-        "use_ray",
-        "ray_remote_func_options",
-        *NEW_KEYS,
-    }
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise ValueError(f"config group nuisance: unknown key(s) {unknown}; allowed {sorted(allowed)}")
-    grid = dict(cfg.get("grid") or {})
-    unknown = sorted(set(grid) - {"classifier", "regressor"})
-    if unknown:
-        raise ValueError(f"config key nuisance.grid: unknown key(s) {unknown}; use classifier / regressor")
-    return CrossFitNuisance(
-        candidates=_plain(cfg.get("candidates")),
-        model_t=_plain(cfg.get("model_t")),
-        model_y=_plain(cfg.get("model_y")),
-        repeats=int(cfg.get("repeats") or 1),
-        outcome_mode=str(cfg.get("outcome_mode") or "pooled"),
-        repeats_max_rows=None if cfg.get("repeats_max_rows") is None else int(cfg["repeats_max_rows"]),
-        select_max_rows=int(cfg.get("select_max_rows") or 10_000),
-        classifier_params=_plain(cfg.get("classifier")),
-        regressor_params=_plain(cfg.get("regressor")),
-        classifier_grid=_plain(grid.get("classifier")),
-        regressor_grid=_plain(grid.get("regressor")),
-        tune=bool(cfg.get("tune", False)),
-        n_folds=int(cfg.get("folds") or 5),
-        tune_folds=int(cfg.get("tune_folds") or 3),
-        tune_max_rows=None if cfg.get("tune_max_rows") is None else int(cfg["tune_max_rows"]),
-        n_jobs=int(cfg.get("n_jobs") or 1),
-        random_state=int(seed),
-        use_ray=bool(cfg.get("use_ray", False)),
-        ray_remote_func_options=_plain(cfg.get("ray_remote_func_options")),
-    )
-
-
-def _plain(node: Any) -> Any:
-    """OmegaConf containers -> plain dict / list, without importing omegaconf here."""
-    if node is None:
-        return None
-    if isinstance(node, Mapping):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, (list, tuple)) or type(node).__name__ == "ListConfig":
-        return [_plain(v) for v in node]
-    return node
+    return build(cfg, seed=seed)
