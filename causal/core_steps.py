@@ -139,9 +139,13 @@ def step_dml(ctx: RunContext) -> None:
         ctx.timings["moderation"] = time.perf_counter() - start
     if opts.get("plots", True) and ctx.results.get("cate_by_group"):
         truth = (ctx.truth or {}).get("cate_by_group") if ctx.keep.all() else None
+        from causal.reporting.labels import DisplayNames
+
+        names = DisplayNames(ctx.step_config("display_names"))  # the run's own words for its columns
         png = report.plot_cate_by_group(
-            ctx.results["cate_by_group"], ctx.out_dir / "cate_by_group.png", ate=ctx.results["ate"], truth=truth
-        )
+            ctx.results["cate_by_group"], ctx.out_dir / "cate_by_group.png", ate=ctx.results["ate"], truth=truth,
+            names=names,
+        )  # fmt: skip
         ctx.results.setdefault("plots", {})["cate_by_group"] = png.name
     return None
 

@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 
 VISION_STEPS = ("annotate", "evaluate")
 REPORT_STEP = "report"
-# Keys that do not change what the causal steps compute (where files go, the vision stage, the report).
-_NOT_CAUSAL = ("hydra", "paths", "input", "labels", "vision", "evaluate", "report", "runner", "ray", "display_names")
+# Keys that do not change what the causal steps compute (where files go, the vision stage, the report). Not
+# display_names: the CATE plot and the OVB contour are drawn by the causal steps in those words.
+_NOT_CAUSAL = ("hydra", "paths", "input", "labels", "vision", "evaluate", "report", "runner", "ray")
 
 
 def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:

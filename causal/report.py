@@ -195,10 +195,12 @@ def plot_cate_by_group(
     ate: Mapping[str, Any] | None = None,
     truth: Mapping[str, Mapping[str, float]] | None = None,
     max_rows: int = 40,
+    names: Any = None,
 ) -> Path:
     """Forest plot of group effects with CIs, one panel per group column; true values marked when given.
 
     At most ``max_rows`` levels per panel (those with the most units), so the figure stays a readable size.
+    ``names`` turns column names into words (default :class:`causal.reporting.labels.DisplayNames`).
     """
     import matplotlib
 
@@ -207,6 +209,7 @@ def plot_cate_by_group(
 
     from causal.reporting.labels import DisplayNames
 
+    names = names or DisplayNames()
     cate_by_group = {c: largest_levels(rows, max_rows) for c, rows in cate_by_group.items()}
     cols = [c for c, rows in cate_by_group.items() if rows]
     fig, axes = plt.subplots(
@@ -230,7 +233,7 @@ def plot_cate_by_group(
             ax.axvline(ate["estimate"], color="0.4", linestyle="--", linewidth=1, label="ATE")
         ax.axvline(0, color="0.2", linewidth=0.6)
         ax.set_yticks(ys, [plot_label(f"{r['level']} (n={r['n']})") for r in rows], fontsize=8)
-        ax.set_title(plot_label(f"effect by {DisplayNames()(col)}"))
+        ax.set_title(plot_label(f"effect by {names(col)}"))
         ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     path = Path(path)

@@ -30,7 +30,11 @@ def _contour_grid(
 
 
 def _draw_contours(
-    ax: Any, result: Mapping[str, Any], grid: tuple[np.ndarray, np.ndarray, np.ndarray], lims: tuple[float, float]
+    ax: Any,
+    result: Mapping[str, Any],
+    grid: tuple[np.ndarray, np.ndarray, np.ndarray],
+    lims: tuple[float, float],
+    names: Any = None,
 ) -> None:
     """Contours of the adjusted estimate (red dashed at zero), the linear model's point and the benchmark bounds.
 
@@ -40,7 +44,7 @@ def _draw_contours(
     from causal.report import plot_label
     from causal.reporting.labels import DisplayNames
 
-    names = DisplayNames()
+    names = names or DisplayNames()
     gx, gy, adjusted = grid
 
     contours = ax.contour(gx, gy, adjusted, levels=12, colors="grey", linewidths=0.8)
@@ -80,6 +84,7 @@ def ovb_contour_plot(
     lim_y: float | None = None,
     n_grid: int = 101,
     dpi: int = 120,
+    names: Any = None,
 ) -> Path:
     """Contour plot of the bias-adjusted estimate over a confounder's partial R^2 (Cinelli & Hazlett, Fig. 2).
 
@@ -98,6 +103,8 @@ def ovb_contour_plot(
         Grid points per axis.
     dpi : int
         Resolution of the PNG.
+    names : callable, optional
+        Column -> words (:class:`causal.reporting.labels.DisplayNames`, with the run's ``display_names``).
 
     Returns
     -------
@@ -114,12 +121,13 @@ def ovb_contour_plot(
     fig = Figure(figsize=(6, 5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    _draw_contours(ax, result, (gx, gy, adjusted), (lim_x, lim_y))
-    ax.set_xlabel("partial R² of confounder with the treatment")
-    ax.set_ylabel("partial R² of confounder with the outcome")
     from causal.reporting.labels import DisplayNames
 
-    title = f"Estimate of {DisplayNames()(result['treatment'])} left by a hidden factor (red dashed: zero)"
+    names = names or DisplayNames()
+    _draw_contours(ax, result, (gx, gy, adjusted), (lim_x, lim_y), names)
+    ax.set_xlabel("partial R² of confounder with the treatment")
+    ax.set_ylabel("partial R² of confounder with the outcome")
+    title = f"Estimate of {names(result['treatment'])} left by a hidden factor (red dashed: zero)"
     ax.set_title(plot_label(title), fontsize=10)
     ax.set_xlim(0, lim_x)
     ax.set_ylim(0, lim_y)

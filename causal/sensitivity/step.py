@@ -147,7 +147,10 @@ def _ovb_analysis(ctx: Any, opts: Mapping[str, Any], frame: pd.DataFrame, w_colu
         covariate_groups={b: groups[b] for b in benchmarks},
     )
     if ovb_opts.get("plot", True):
-        png = ovb_contour_plot(linear, ctx.out_dir / "ovb_contour.png")
+        from causal.reporting.labels import DisplayNames
+
+        names = DisplayNames(ctx.step_config("display_names"))  # the run's own words for its columns
+        png = ovb_contour_plot(linear, ctx.out_dir / "ovb_contour.png", names=names)
         ctx.results.setdefault("plots", {})["ovb_contour"] = png.name
     return linear
 
