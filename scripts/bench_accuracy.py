@@ -278,7 +278,7 @@ def run_mediation(seeds: int, n_titles: int, strength: float, overrides: list[st
                 "steps=[mediation]",
                 f"seed={seed}",
                 f"data.n_titles={n_titles}",
-                f"+data.count_popularity={strength}",
+                f"data.count_popularity={strength}",
                 *overrides,
             ]
         )

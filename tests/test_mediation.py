@@ -428,7 +428,7 @@ def test_shipped_primary_covers_the_truth_under_nonlinear_confounding(tmp_path):
     conf = str(Path(__file__).resolve().parents[1] / "conf")
     overrides = ["experiment=face_count_mediation", "steps=[mediation]", "data.n_titles=1000"]
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*overrides, "+data.count_popularity=2.0"])
+        cfg = compose(config_name="config", overrides=[*overrides, "data.count_popularity=2.0"])
     med = run(cfg, tmp_path)["mediation"]
     sim = simulate_catalog(n_titles=1000, seed=0, count_popularity=2.0).truth["mediation"]
     assert med["method"] == "partially_linear_dml"
