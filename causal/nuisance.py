@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import special
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 
@@ -95,6 +96,10 @@ class CrossFitNuisance(BaseEstimator):
         at T = 1 and T = 0 (EconML's DRLearner), which shares structure between the arms.
     ray_remote_func_options : mapping, optional
         Options of the fold tasks, e.g. ``{"num_cpus": 1}``.
+    stack : sequence of str
+        Nuisances (only ``"propensity"``) whose candidates are combined instead of picking one: weights on the
+        logit scale fitted to the out-of-fold predictions (:class:`causal.learners.LogitStack`), used when the
+        choice is made on all rows (at most ``select_max_rows``); above, the single best candidate.
 
     Attributes
     ----------
@@ -108,8 +113,9 @@ class CrossFitNuisance(BaseEstimator):
         E[Y | x] = e mu1 + (1 - e) mu0.
     propensity_repeats_, outcome_treated_repeats_, outcome_control_repeats_ : ndarray of shape (repeats, n)
     selection_ : dict
-        ``{"propensity": ..., "outcome": ...}``: ``chosen``, ``losses`` (out-of-fold, per candidate), ``metric``,
-        ``n_rows``.
+        ``{"propensity": ..., "outcome": ...}``: ``chosen`` (a candidate, or ``"stack"``), ``losses`` (out-of-fold,
+        per candidate), ``metric``, ``n_rows``, and for a stack its ``weights`` ({candidate: weight}) and
+        ``intercept``.
     classifier_params_, regressor_params_ : dict
         XGBoost parameters (fixed merged with tuned).
     tuning_ : dict
@@ -142,8 +148,10 @@ class CrossFitNuisance(BaseEstimator):
         use_ray: bool = False,
         ray_remote_func_options: Mapping[str, Any] | None = None,
         outcome_mode: str = "pooled",
+        stack: Sequence[str] = (),
     ):
         self.outcome_mode = outcome_mode
+        self.stack = stack
         self.candidates = candidates
         self.model_t = model_t
         self.model_y = model_y
@@ -289,7 +297,16 @@ class CrossFitNuisance(BaseEstimator):
             params.update(result["best_params"])
             self.tuning_[role] = result
 
-    def _learner(self, role: str, name: str, n_rows: int) -> Any:
+    def learner(self, role: str, n_rows: int | None = None) -> Any:
+        """The unfitted learner chosen for ``role`` (``"propensity"`` or ``"outcome"``), e.g. to refit it on
+        altered data; after :meth:`fit`."""
+        return self._learner(role, self.chosen_[role], n_rows)
+
+    def _learner(self, role: str, name: str, n_rows: int | None) -> Any:
+        if name == "stack":
+            spec = self.selection_[role]
+            members = [self._learner(role, member, n_rows) for member in spec["weights"]]
+            return learners.LogitStack(members, list(spec["weights"].values()), spec["intercept"])
         spec = self.learners_[role][name]
         kind = "classifier" if role == "propensity" else "regressor"
         params = self.classifier_params_ if kind == "classifier" else self.regressor_params_
@@ -363,17 +380,35 @@ class CrossFitNuisance(BaseEstimator):
                 losses[role],
                 role=role,
             )
-            chosen[role] = preds[name]
             self.selection_[role] = {
                 "chosen": name,
                 "losses": role_losses,
                 "metric": "log_loss" if role == "propensity" else "mse (own arm)",
                 "n_rows": int(len(rows)),
             }
+            if role == "propensity" and role in self.stack and full and len(names) > 2:
+                name, preds = self._stack_propensity(preds, tt)
+            chosen[role] = preds[name]
         self.chosen_ = {role: sel["chosen"] for role, sel in self.selection_.items()}
         if not full:
             return None
         return chosen["propensity"], chosen["outcome"][0], chosen["outcome"][1]
+
+    def _stack_propensity(self, preds: dict[str, np.ndarray], t: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
+        """Logit-scale weights of the candidates (the constant is the intercept); ``"stack"`` when two or more
+        candidates get weight, else the single best."""
+        names = [nm for nm in preds if nm != "constant"]
+        weights, intercept = learners.logit_stack_weights(np.column_stack([preds[nm] for nm in names]), t)
+        used = {nm: float(w) for nm, w in zip(names, weights, strict=True) if w > 0}
+        sel = self.selection_["propensity"]
+        if len(used) < 2:
+            return sel["chosen"], preds
+        z = np.column_stack([learners._logit(preds[nm]) for nm in used])
+        stacked = special.expit(intercept + z @ np.array(list(used.values())))
+        sel["losses"]["stack"] = learners.log_loss(t, stacked)
+        sel.update(chosen="stack", best_single=sel["chosen"], weights=used, intercept=intercept)
+        log.info("propensity: stack of %s (out-of-fold log loss %.5g)", used, sel["losses"]["stack"])
+        return "stack", {**preds, "stack": stacked}
 
     def _crossfit(
         self, features: np.ndarray, t: np.ndarray, y: np.ndarray, folds: Any, r: int
@@ -423,6 +458,7 @@ NEW_KEYS = (
     "repeats_max_rows",
     "cluster",
     "outcome_mode",
+    "stack",
 )
 
 
@@ -467,6 +503,7 @@ def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
         model_y=_plain(cfg.get("model_y")),
         repeats=int(cfg.get("repeats") or 1),
         outcome_mode=str(cfg.get("outcome_mode") or "pooled"),
+        stack=tuple(_plain(cfg.get("stack")) or ()),
         repeats_max_rows=None if cfg.get("repeats_max_rows") is None else int(cfg["repeats_max_rows"]),
         select_max_rows=int(cfg.get("select_max_rows") or 10_000),
         classifier_params=_plain(cfg.get("classifier")),
