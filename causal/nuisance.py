@@ -2,9 +2,9 @@
 
 :class:`CrossFitNuisance` fits, out of fold (:mod:`causal.crossfit`), the propensity e(x) = P(T=1 | x) and the
 outcome of each treatment arm, mu1(x) = E[Y | T=1, x] and mu0(x) = E[Y | T=0, x], for the AIPW score: by default
-from one model of (x, T) predicted at T = 1 and T = 0 (EconML's DRLearner; the arms share the learner's structure,
-which measured better at a few hundred units), or from one model per arm (``outcome_mode="arms"``, DoubleML's
-IRM). E[Y | x] = e mu1 + (1 - e) mu0 follows from them. Each
+from one model of (x, T) predicted at T = 1 and T = 0 (EconML's DRLearner; the arms share the learner's
+structure), from one model per arm (``outcome_mode="arms"``, DoubleML's IRM), or, under ``nuisance=auto``
+(``outcome_mode="auto"``), whichever of the two has the lower out-of-fold loss. E[Y | x] = e mu1 + (1 - e) mu0 follows from them. Each
 model is chosen among candidate learners by out-of-fold loss (:mod:`causal.learners`), and the cross-fit can be
 repeated over independent fold splits (``repeats``; DoubleML's ``n_rep``). The overlap diagnostics, the AIPW
 estimands, both EconML estimators (through :class:`CachedRegressor` and :class:`CachedClassifier`) and the
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+ARMS_SUFFIX = "/arms"  # outcome candidate fitted per treatment arm (outcome_mode="auto")
 
 
 class CrossFitNuisance(BaseEstimator):
@@ -91,9 +92,10 @@ class CrossFitNuisance(BaseEstimator):
         The run's seed; children are derived per model, fold split and subsample.
     use_ray : bool
         Run the folds (and the grid search's fits) as Ray tasks; same numbers.
-    outcome_mode : {"arms", "pooled"}
+    outcome_mode : {"arms", "pooled", "auto"}
         ``arms``: one outcome model per treatment arm (DoubleML's IRM); ``pooled``: one model of (x, T) predicted
-        at T = 1 and T = 0 (EconML's DRLearner), which shares structure between the arms.
+        at T = 1 and T = 0 (EconML's DRLearner), which shares structure between the arms; ``auto``: both are
+        candidates (``NAME`` pooled, ``NAME/arms`` per arm) and the out-of-fold loss chooses, like the learner.
     ray_remote_func_options : mapping, optional
         Options of the fold tasks, e.g. ``{"num_cpus": 1}``.
     stack : sequence of str
@@ -303,6 +305,7 @@ class CrossFitNuisance(BaseEstimator):
         return self._learner(role, self.chosen_[role], n_rows)
 
     def _learner(self, role: str, name: str, n_rows: int | None) -> Any:
+        name = name.removesuffix(ARMS_SUFFIX)
         if name == "stack":
             spec = self.selection_[role]
             members = [self._learner(role, member, n_rows) for member in spec["weights"]]
@@ -336,11 +339,25 @@ class CrossFitNuisance(BaseEstimator):
         seeds = [derive_seed(self.random_state, f"{role}_{name}_{tag}_{k}") for k in range(len(folds))]
         if role == "propensity":
             return cross_predict(learner, features, t, folds, seeds=seeds, **opts)
-        if self.outcome_mode == "pooled":
+        if self._mode(name) == "pooled":
             return cross_predict_arms(learner, features, t, y, folds, seeds=seeds, n_threads=self.n_jobs)
         return tuple(
             cross_predict(learner, features, y, folds, seeds=seeds, train_mask=t == arm, **opts) for arm in (1, 0)
         )
+
+    def _mode(self, name: str) -> str:
+        """Outcome structure of a candidate name: ``NAME/arms`` per arm under ``outcome_mode="auto"``."""
+        if self.outcome_mode == "auto":
+            return "arms" if name.endswith(ARMS_SUFFIX) else "pooled"
+        if self.outcome_mode not in ("pooled", "arms"):
+            raise ValueError(f"nuisance.outcome_mode must be pooled, arms or auto, got {self.outcome_mode!r}")
+        return self.outcome_mode
+
+    def _names(self, role: str) -> list[str]:
+        names = list(self.learners_[role])
+        if role == "outcome" and self.outcome_mode == "auto":
+            return names + [name + ARMS_SUFFIX for name in names]
+        return names
 
     def _select(
         self, features: np.ndarray, t: np.ndarray, y: np.ndarray, groups: np.ndarray | None
@@ -373,7 +390,7 @@ class CrossFitNuisance(BaseEstimator):
         chosen: dict[str, Any] = {}
         self.selection_ = {}
         for role in ("propensity", "outcome"):
-            names = list(self.learners_[role])
+            names = self._names(role)
             name, preds, role_losses = learners.choose(
                 names,
                 lambda nm, role=role: self._predict_role(role, nm, f, tt, yy, folds, "r0"),
