@@ -4,11 +4,11 @@
 outcome of each treatment arm, mu1(x) = E[Y | T=1, x] and mu0(x) = E[Y | T=0, x], for the AIPW score: by default
 from one model of (x, T) predicted at T = 1 and T = 0 (EconML's DRLearner; the arms share the learner's
 structure), from one model per arm (``outcome_mode="arms"``, DoubleML's IRM), or, under ``nuisance=auto``
-(``outcome_mode="auto"``), whichever of the two has the lower out-of-fold loss. E[Y | x] = e mu1 + (1 - e) mu0 follows from them. Each
-model is chosen among candidate learners by out-of-fold loss (:mod:`causal.learners`), and the cross-fit can be
-repeated over independent fold splits (``repeats``; DoubleML's ``n_rep``). The overlap diagnostics, the AIPW
-estimands, both EconML estimators (through :class:`CachedRegressor` and :class:`CachedClassifier`) and the
-sensitivity step read these predictions instead of refitting their own models.
+(``outcome_mode="auto"``), whichever of the two has the lower out-of-fold loss. E[Y | x] = e mu1 + (1 - e) mu0
+follows from them. Each model is chosen among candidate learners by out-of-fold loss (:mod:`causal.learners`),
+and the cross-fit can be repeated over independent fold splits (``repeats``; DoubleML's ``n_rep``). The overlap
+diagnostics, the AIPW estimands, both EconML estimators (through :class:`CachedRegressor` and
+:class:`CachedClassifier`) and the sensitivity step read these predictions instead of refitting their own models.
 
 XGBoost factories, the grid search and :func:`derive_seed` live in :mod:`causal.xgb`, the EconML adapters
 :class:`CachedRegressor` / :class:`CachedClassifier` in :mod:`causal.cached`; both are re-exported here.

@@ -223,3 +223,22 @@ def test_stacked_propensity_is_a_valid_cross_fitted_learner():
     # Without stacking the single best is used.
     single = CrossFitNuisance(candidates=["linear", "spline"], random_state=0).fit(x, t, y)
     assert single.selection_["propensity"]["chosen"] in ("linear", "spline")
+
+
+def test_outcome_structure_chosen_by_out_of_fold_loss():
+    """outcome_mode=auto: pooled and per-arm variants of each candidate compete; arms whose surfaces differ in
+    shape (a linear model of (x, T) cannot fit x * T) go per arm."""
+    rng = np.random.default_rng(2)
+    n = 600
+    x = rng.normal(size=(n, 2))
+    t = (rng.uniform(size=n) < 0.5).astype(int)
+    y = np.where(t == 1, 2 * x[:, 0], -2 * x[:, 0]) + 0.3 * rng.normal(size=n)
+    nuis = CrossFitNuisance(candidates=["linear"], outcome_mode="auto", random_state=0).fit(x, t, y)
+    sel = nuis.selection_["outcome"]
+    assert sel["chosen"] == "linear/arms" and set(sel["losses"]) == {"linear", "linear/arms"}
+    assert sel["losses"]["linear/arms"] < 0.5 * sel["losses"]["linear"]
+    # Per-arm predictions recover both slopes.
+    assert np.corrcoef(nuis.outcome_treated_, 2 * x[:, 0])[0, 1] > 0.95
+    assert np.corrcoef(nuis.outcome_control_, -2 * x[:, 0])[0, 1] > 0.95
+    with pytest.raises(ValueError, match="outcome_mode"):
+        CrossFitNuisance(candidates=["linear"], outcome_mode="both").fit(x, t, y)
