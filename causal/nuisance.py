@@ -2,13 +2,13 @@
 
 :class:`CrossFitNuisance` fits, out of fold (:mod:`causal.crossfit`), the propensity e(x) = P(T=1 | x) and the
 outcome of each treatment arm, mu1(x) = E[Y | T=1, x] and mu0(x) = E[Y | T=0, x], for the AIPW score: by default
-from one model of (x, T) predicted at T = 1 and T = 0 (EconML's DRLearner; the arms share the learner's structure,
-which measured better at a few hundred units), or from one model per arm (``outcome_mode="arms"``, DoubleML's
-IRM). E[Y | x] = e mu1 + (1 - e) mu0 follows from them. Each
-model is chosen among candidate learners by out-of-fold loss (:mod:`causal.learners`), and the cross-fit can be
-repeated over independent fold splits (``repeats``; DoubleML's ``n_rep``). The overlap diagnostics, the AIPW
-estimands, both EconML estimators (through :class:`CachedRegressor` and :class:`CachedClassifier`) and the
-sensitivity step read these predictions instead of refitting their own models.
+from one model of (x, T) predicted at T = 1 and T = 0 (EconML's DRLearner; the arms share the learner's
+structure), from one model per arm (``outcome_mode="arms"``, DoubleML's IRM), or, under ``nuisance=auto``
+(``outcome_mode="auto"``), whichever of the two has the lower out-of-fold loss. E[Y | x] = e mu1 + (1 - e) mu0
+follows from them. Each model is chosen among candidate learners by out-of-fold loss (:mod:`causal.learners`),
+and the cross-fit can be repeated over independent fold splits (``repeats``; DoubleML's ``n_rep``). The overlap
+diagnostics, the AIPW estimands, both EconML estimators (through :class:`CachedRegressor` and
+:class:`CachedClassifier`) and the sensitivity step read these predictions instead of refitting their own models.
 
 XGBoost factories, the grid search and :func:`derive_seed` live in :mod:`causal.xgb`, the EconML adapters
 :class:`CachedRegressor` / :class:`CachedClassifier` in :mod:`causal.cached`; both are re-exported here.
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import special
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+ARMS_SUFFIX = "/arms"  # outcome candidate fitted per treatment arm (outcome_mode="auto")
 
 
 class CrossFitNuisance(BaseEstimator):
@@ -90,11 +92,16 @@ class CrossFitNuisance(BaseEstimator):
         The run's seed; children are derived per model, fold split and subsample.
     use_ray : bool
         Run the folds (and the grid search's fits) as Ray tasks; same numbers.
-    outcome_mode : {"arms", "pooled"}
+    outcome_mode : {"arms", "pooled", "auto"}
         ``arms``: one outcome model per treatment arm (DoubleML's IRM); ``pooled``: one model of (x, T) predicted
-        at T = 1 and T = 0 (EconML's DRLearner), which shares structure between the arms.
+        at T = 1 and T = 0 (EconML's DRLearner), which shares structure between the arms; ``auto``: both are
+        candidates (``NAME`` pooled, ``NAME/arms`` per arm) and the out-of-fold loss chooses, like the learner.
     ray_remote_func_options : mapping, optional
         Options of the fold tasks, e.g. ``{"num_cpus": 1}``.
+    stack : sequence of str
+        Nuisances (only ``"propensity"``) whose candidates are combined instead of picking one: weights on the
+        logit scale fitted to the out-of-fold predictions (:class:`causal.learners.LogitStack`), used when the
+        choice is made on all rows (at most ``select_max_rows``); above, the single best candidate.
 
     Attributes
     ----------
@@ -108,8 +115,9 @@ class CrossFitNuisance(BaseEstimator):
         E[Y | x] = e mu1 + (1 - e) mu0.
     propensity_repeats_, outcome_treated_repeats_, outcome_control_repeats_ : ndarray of shape (repeats, n)
     selection_ : dict
-        ``{"propensity": ..., "outcome": ...}``: ``chosen``, ``losses`` (out-of-fold, per candidate), ``metric``,
-        ``n_rows``.
+        ``{"propensity": ..., "outcome": ...}``: ``chosen`` (a candidate, or ``"stack"``), ``losses`` (out-of-fold,
+        per candidate), ``metric``, ``n_rows``, and for a stack its ``weights`` ({candidate: weight}) and
+        ``intercept``.
     classifier_params_, regressor_params_ : dict
         XGBoost parameters (fixed merged with tuned).
     tuning_ : dict
@@ -142,8 +150,10 @@ class CrossFitNuisance(BaseEstimator):
         use_ray: bool = False,
         ray_remote_func_options: Mapping[str, Any] | None = None,
         outcome_mode: str = "pooled",
+        stack: Sequence[str] = (),
     ):
         self.outcome_mode = outcome_mode
+        self.stack = stack
         self.candidates = candidates
         self.model_t = model_t
         self.model_y = model_y
@@ -289,7 +299,17 @@ class CrossFitNuisance(BaseEstimator):
             params.update(result["best_params"])
             self.tuning_[role] = result
 
-    def _learner(self, role: str, name: str, n_rows: int) -> Any:
+    def learner(self, role: str, n_rows: int | None = None) -> Any:
+        """The unfitted learner chosen for ``role`` (``"propensity"`` or ``"outcome"``), e.g. to refit it on
+        altered data; after :meth:`fit`."""
+        return self._learner(role, self.chosen_[role], n_rows)
+
+    def _learner(self, role: str, name: str, n_rows: int | None) -> Any:
+        name = name.removesuffix(ARMS_SUFFIX)
+        if name == "stack":
+            spec = self.selection_[role]
+            members = [self._learner(role, member, n_rows) for member in spec["weights"]]
+            return learners.LogitStack(members, list(spec["weights"].values()), spec["intercept"])
         spec = self.learners_[role][name]
         kind = "classifier" if role == "propensity" else "regressor"
         params = self.classifier_params_ if kind == "classifier" else self.regressor_params_
@@ -319,11 +339,25 @@ class CrossFitNuisance(BaseEstimator):
         seeds = [derive_seed(self.random_state, f"{role}_{name}_{tag}_{k}") for k in range(len(folds))]
         if role == "propensity":
             return cross_predict(learner, features, t, folds, seeds=seeds, **opts)
-        if self.outcome_mode == "pooled":
+        if self._mode(name) == "pooled":
             return cross_predict_arms(learner, features, t, y, folds, seeds=seeds, n_threads=self.n_jobs)
         return tuple(
             cross_predict(learner, features, y, folds, seeds=seeds, train_mask=t == arm, **opts) for arm in (1, 0)
         )
+
+    def _mode(self, name: str) -> str:
+        """Outcome structure of a candidate name: ``NAME/arms`` per arm under ``outcome_mode="auto"``."""
+        if self.outcome_mode == "auto":
+            return "arms" if name.endswith(ARMS_SUFFIX) else "pooled"
+        if self.outcome_mode not in ("pooled", "arms"):
+            raise ValueError(f"nuisance.outcome_mode must be pooled, arms or auto, got {self.outcome_mode!r}")
+        return self.outcome_mode
+
+    def _names(self, role: str) -> list[str]:
+        names = list(self.learners_[role])
+        if role == "outcome" and self.outcome_mode == "auto":
+            return names + [name + ARMS_SUFFIX for name in names]
+        return names
 
     def _select(
         self, features: np.ndarray, t: np.ndarray, y: np.ndarray, groups: np.ndarray | None
@@ -356,24 +390,42 @@ class CrossFitNuisance(BaseEstimator):
         chosen: dict[str, Any] = {}
         self.selection_ = {}
         for role in ("propensity", "outcome"):
-            names = list(self.learners_[role])
+            names = self._names(role)
             name, preds, role_losses = learners.choose(
                 names,
                 lambda nm, role=role: self._predict_role(role, nm, f, tt, yy, folds, "r0"),
                 losses[role],
                 role=role,
             )
-            chosen[role] = preds[name]
             self.selection_[role] = {
                 "chosen": name,
                 "losses": role_losses,
                 "metric": "log_loss" if role == "propensity" else "mse (own arm)",
                 "n_rows": int(len(rows)),
             }
+            if role == "propensity" and role in self.stack and full and len(names) > 2:
+                name, preds = self._stack_propensity(preds, tt)
+            chosen[role] = preds[name]
         self.chosen_ = {role: sel["chosen"] for role, sel in self.selection_.items()}
         if not full:
             return None
         return chosen["propensity"], chosen["outcome"][0], chosen["outcome"][1]
+
+    def _stack_propensity(self, preds: dict[str, np.ndarray], t: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
+        """Logit-scale weights of the candidates (the constant is the intercept); ``"stack"`` when two or more
+        candidates get weight, else the single best."""
+        names = [nm for nm in preds if nm != "constant"]
+        weights, intercept = learners.logit_stack_weights(np.column_stack([preds[nm] for nm in names]), t)
+        used = {nm: float(w) for nm, w in zip(names, weights, strict=True) if w > 0}
+        sel = self.selection_["propensity"]
+        if len(used) < 2:
+            return sel["chosen"], preds
+        z = np.column_stack([learners._logit(preds[nm]) for nm in used])
+        stacked = special.expit(intercept + z @ np.array(list(used.values())))
+        sel["losses"]["stack"] = learners.log_loss(t, stacked)
+        sel.update(chosen="stack", best_single=sel["chosen"], weights=used, intercept=intercept)
+        log.info("propensity: stack of %s (out-of-fold log loss %.5g)", used, sel["losses"]["stack"])
+        return "stack", {**preds, "stack": stacked}
 
     def _crossfit(
         self, features: np.ndarray, t: np.ndarray, y: np.ndarray, folds: Any, r: int

@@ -88,8 +88,11 @@ def _overlap(results: dict) -> list[str]:
     if not ov:
         return []
     smd = ov["max_abs_smd"]
+    # Trimming is applied only under estimand=ate_overlap; otherwise the rule's count is what it would remove.
+    applied = ov.get("applied", True)
+    trim = f"trimmed {ov['trimmed']}" if applied else f"not applied (the rule would trim {ov['trimmed']})"
     return [
-        f"overlap: rule {ov['rule']}, trimmed {ov['trimmed']}; max |SMD| {fmt_num(smd['raw'], 3)} raw, "
+        f"overlap: rule {ov['rule']}, {trim}; max |SMD| {fmt_num(smd['raw'], 3)} raw, "
         f"{fmt_num(smd['weighted'], 3)} weighted"
     ]
 

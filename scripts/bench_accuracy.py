@@ -13,6 +13,9 @@ Setups (all offline, truth known; the target is the sample ATE, the mean of the 
 * ``kang_schafer`` -- Kang & Schafer (2007): the learners see only the transformed covariates; effect
   10 + 5 Z1 (varies with the propensity, so the ATE differs from a variance-weighted average).
 * ``simulator`` -- the project's simulated catalog (``causal.simulate``) with n artworks, its encoded confounders.
+* ``ihdp_b`` -- Hill (2011) response surface B on the IHDP covariates (747 children, 25 covariates, treated
+  children of non-white mothers removed), as shipped with EconML (``econml.data.dgps.ihdp_surface_B``); the seed
+  draws the coefficients and the noise; n is always 747.
 
 Methods, each on the same data matrix:
 
@@ -46,7 +49,8 @@ import pandas as pd
 from scipy import special
 
 REPO = Path(__file__).resolve().parents[1]
-SETUPS = ("nw_a", "nw_b", "nw_c", "nw_d", "kang_schafer", "simulator")
+SETUPS = ("nw_a", "nw_b", "nw_c", "nw_d", "kang_schafer", "simulator", "ihdp_b")
+FIXED_SIZE = {"ihdp_b": 747}  # a real covariate table: its own rows, whatever --sizes says
 METHODS = ("project", "doubleml_lasso", "doubleml_rf", "econml_forest", "econml_dr")
 
 
@@ -116,7 +120,17 @@ def simulator(n: int, seed: int) -> tuple:
     return x, ds.t.astype(int), ds.y, tau
 
 
+def ihdp_b(seed: int) -> tuple:
+    """IHDP response surface B (EconML's copy of Hill's covariates); drops EconML's intercept column."""
+    from econml.data.dgps import ihdp_surface_B
+
+    y, t, x, tau = ihdp_surface_B(random_state=seed)
+    return np.asarray(x[:, 1:], dtype=float), np.asarray(t, dtype=int), np.asarray(y, dtype=float), tau
+
+
 def make_data(setup: str, n: int, seed: int) -> tuple:
+    if setup == "ihdp_b":
+        return ihdp_b(seed)
     if setup.startswith("nw_"):
         return nie_wager(setup[-1], n, seed)
     if setup == "kang_schafer":
@@ -208,7 +222,8 @@ def run_ate(setups, sizes, seeds, methods, overrides, large_seeds, partial: Path
         (setup, n)
         for setup in setups
         for n in (sizes if setup != "simulator" else sorted({*sizes, *([20000] if large_seeds else [])}))
-    ]
+        if setup not in FIXED_SIZE
+    ] + [(setup, FIXED_SIZE[setup]) for setup in setups if setup in FIXED_SIZE]
     for seed in range(seeds):
         for setup, n in cells:
             if n > 2000 and seed >= (large_seeds or seeds):
@@ -278,7 +293,7 @@ def run_mediation(seeds: int, n_titles: int, strength: float, overrides: list[st
                 "steps=[mediation]",
                 f"seed={seed}",
                 f"data.n_titles={n_titles}",
-                f"+data.count_popularity={strength}",
+                f"data.count_popularity={strength}",
                 *overrides,
             ]
         )

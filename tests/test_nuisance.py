@@ -185,3 +185,60 @@ def test_crossfit_rejects_bad_input(confounded):
         CrossFitNuisance(n_folds=2).fit(x, t * 2, y)
     with pytest.raises(ValueError, match="nuisance.folds=5"):
         CrossFitNuisance(n_folds=5).fit(x[:6], np.array([0, 1, 1, 1, 1, 1]), y[:6])
+
+
+def test_logit_stack_weights_favour_the_informative_candidate():
+    from scipy import special
+
+    from causal.learners import logit_stack_weights
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    x = rng.normal(size=n)
+    truth = special.expit(x)
+    t = (rng.uniform(size=n) < truth).astype(int)
+    noise = special.expit(rng.normal(size=n))  # a candidate unrelated to the treatment
+    weights, intercept = logit_stack_weights(np.column_stack([truth, noise]), t)
+    # The MLE of the true logit's slope is 1 with sd ~ 0.04 at n = 4000; the unrelated candidate gets ~0.
+    assert abs(weights[0] - 1) < 0.2 and weights[1] < 0.1 and abs(intercept) < 0.2
+
+
+def test_stacked_propensity_is_a_valid_cross_fitted_learner():
+    from causal import learners
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    t = (rng.uniform(size=400) < 1 / (1 + np.exp(-x[:, 0] - 0.5 * x[:, 1] ** 2))).astype(int)
+    y = x[:, 0] + 0.5 * t + rng.normal(size=400)
+    nuis = CrossFitNuisance(
+        candidates=["linear", "spline", "random_forest"], stack=("propensity",), repeats=2, random_state=0
+    ).fit(x, t, y)
+    sel = nuis.selection_["propensity"]
+    assert sel["chosen"] == "stack" and len(sel["weights"]) >= 2
+    # In-sample weights on out-of-fold predictions: never worse than the best single candidate.
+    assert sel["losses"]["stack"] <= min(v for k, v in sel["losses"].items() if k != "stack") + 1e-9
+    e = nuis.propensity_repeats_
+    assert e.shape == (2, 400) and np.all((e > 0) & (e < 1))
+    assert isinstance(nuis.learner("propensity"), learners.LogitStack)
+    # Without stacking the single best is used.
+    single = CrossFitNuisance(candidates=["linear", "spline"], random_state=0).fit(x, t, y)
+    assert single.selection_["propensity"]["chosen"] in ("linear", "spline")
+
+
+def test_outcome_structure_chosen_by_out_of_fold_loss():
+    """outcome_mode=auto: pooled and per-arm variants of each candidate compete; arms whose surfaces differ in
+    shape (a linear model of (x, T) cannot fit x * T) go per arm."""
+    rng = np.random.default_rng(2)
+    n = 600
+    x = rng.normal(size=(n, 2))
+    t = (rng.uniform(size=n) < 0.5).astype(int)
+    y = np.where(t == 1, 2 * x[:, 0], -2 * x[:, 0]) + 0.3 * rng.normal(size=n)
+    nuis = CrossFitNuisance(candidates=["linear"], outcome_mode="auto", random_state=0).fit(x, t, y)
+    sel = nuis.selection_["outcome"]
+    assert sel["chosen"] == "linear/arms" and set(sel["losses"]) == {"linear", "linear/arms"}
+    assert sel["losses"]["linear/arms"] < 0.5 * sel["losses"]["linear"]
+    # Per-arm predictions recover both slopes.
+    assert np.corrcoef(nuis.outcome_treated_, 2 * x[:, 0])[0, 1] > 0.95
+    assert np.corrcoef(nuis.outcome_control_, -2 * x[:, 0])[0, 1] > 0.95
+    with pytest.raises(ValueError, match="outcome_mode"):
+        CrossFitNuisance(candidates=["linear"], outcome_mode="both").fit(x, t, y)

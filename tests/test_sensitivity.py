@@ -379,3 +379,29 @@ def test_pipeline_sensitivity_step(tmp_path):
     assert (mis["sensitivity"], mis["specificity"]) == (0.95, 0.97)
     assert abs(mis["ate_corrected"]["estimate"]) > abs(mis["ate_uncorrected"]["estimate"])
     assert (tmp_path / results["plots"]["ovb_contour"]).exists()
+
+
+def test_refutations_refit_the_runs_chosen_learners():
+    """The refutation refits use the learners the nuisance step chose, not a fixed XGBoost."""
+    from types import SimpleNamespace
+
+    from sklearn.pipeline import Pipeline
+
+    from causal.learners import LogitStack
+    from causal.nuisance import CrossFitNuisance
+    from causal.sensitivity.step import _refit_learners
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    t = (rng.uniform(size=400) < 1 / (1 + np.exp(-x[:, 0]))).astype(int)
+    y = x[:, 0] + 0.5 * t + rng.normal(size=400)
+    for stack in ((), ("propensity",)):
+        nuis = CrossFitNuisance(candidates=["linear", "spline"], stack=stack, random_state=0).fit(x, t, y)
+        ctx = SimpleNamespace(nuisance=nuis, step_config=lambda name: {"n_jobs": 1, "folds": 5})
+        t_model, y_model = _refit_learners(ctx, binary=True)
+        chosen = nuis.selection_["propensity"]["chosen"]
+        if chosen == "stack":
+            assert isinstance(t_model, LogitStack) and len(t_model.estimators) >= 2
+        else:
+            assert isinstance(t_model, Pipeline) and chosen in ("linear", "spline")
+        assert isinstance(y_model, Pipeline)  # linear / spline: RidgeCV after scaling, never XGBoost

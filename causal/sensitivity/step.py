@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from causal.sensitivity.dml_bounds import dml_sensitivity, dml_sensitivity_from_residuals
 from causal.sensitivity.evalue import e_value_for_effect
@@ -49,57 +50,46 @@ def _check_keys(opts: Mapping[str, Any], allowed: set[str], key: str) -> dict[st
     return opts
 
 
-class _ProbaRegressor:
-    """A classifier seen as a regressor of P(T=1 | x), so cross_fit_predict can fit a propensity."""
+def _refit_learners(ctx: Any, binary: bool) -> tuple[Any, Any]:
+    """Unfitted (propensity or treatment model, outcome model) for the refutation refits: the learners the run's
+    nuisance step chose (``nuisance=auto``: the candidate or stack with the lowest out-of-fold loss), or XGBoost
+    with the run's (possibly tuned) parameters when no choice was made (a continuous treatment)."""
+    from causal.nuisance import make_classifier, make_regressor
 
-    def __init__(self, classifier: Any):
-        self.classifier = classifier
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"classifier": self.classifier}
-
-    def set_params(self, **params: Any) -> _ProbaRegressor:
-        self.classifier = params.get("classifier", self.classifier)
-        return self
-
-    def fit(self, x: np.ndarray, t: np.ndarray) -> _ProbaRegressor:
-        from sklearn.base import clone
-
-        self.fitted_ = clone(self.classifier).fit(x, t.astype(int))
-        return self
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.fitted_.predict_proba(x)[:, 1]
+    nuisance_cfg = ctx.step_config("nuisance")
+    fitted = ctx.nuisance
+    n_jobs = int(nuisance_cfg.get("n_jobs", 1))
+    reg_params = getattr(fitted, "regressor_params_", None) or nuisance_cfg.get("regressor")
+    chosen = getattr(fitted, "chosen_", None)
+    outcome = fitted.learner("outcome") if chosen else make_regressor(reg_params, n_jobs=n_jobs)
+    if not binary:
+        return make_regressor(reg_params, n_jobs=n_jobs), outcome
+    if chosen:
+        return fitted.learner("propensity"), outcome
+    clf_params = getattr(fitted, "classifier_params_", None) or nuisance_cfg.get("classifier")
+    return make_classifier(clf_params, n_jobs=n_jobs), outcome
 
 
 def _refit_partially_linear(ctx: Any, treatment: str, outcome: str, w_columns: list[str], seed: int) -> FitFn:
-    """fit_fn for :func:`refute`: re-cross-fit the run's nuisance models and re-estimate the partially linear
-    effect on the altered table (the pipeline refitted end to end, without re-tuning)."""
+    """fit_fn for :func:`refute`: re-cross-fit the run's chosen nuisance learners and re-estimate the partially
+    linear effect on the altered table (the pipeline refitted end to end, without re-choosing or re-tuning)."""
     from causal import dml
+    from causal.crossfit import reseed
     from causal.mediation import cross_fit_predict
-    from causal.nuisance import derive_seed, make_classifier, make_regressor
+    from causal.nuisance import derive_seed
 
-    nuisance_cfg = ctx.step_config("nuisance")
-    binary = set(np.unique(ctx.dataset.t).tolist()) <= {0.0, 1.0}
-    fitted = ctx.nuisance if binary else None  # the run's (possibly tuned) parameters, cached by the dml step
-    clf_params = getattr(fitted, "classifier_params_", None) or nuisance_cfg.get("classifier")
-    reg_params = getattr(fitted, "regressor_params_", None) or nuisance_cfg.get("regressor")
-    n_jobs, n_folds = int(nuisance_cfg.get("n_jobs", 1)), int(nuisance_cfg.get("folds", 5))
+    n_folds = int(ctx.step_config("nuisance").get("folds", 5))
+    binary_run = set(np.unique(ctx.dataset.t).tolist()) <= {0.0, 1.0}
+    t_learner, y_learner = _refit_learners(ctx, binary_run)
     counter = iter(range(10**9))
 
     def fit(frame: pd.DataFrame, extra: Sequence[str] = ()) -> dict[str, float]:
         k = next(counter)
         w = frame[[*w_columns, *extra]].to_numpy(dtype=float)
         t, y = frame[treatment].to_numpy(dtype=float), frame[outcome].to_numpy(dtype=float)
-        binary = set(np.unique(t).tolist()) <= {0.0, 1.0}
         s = derive_seed(seed, f"refute_{k}")  # a fresh seed per refit: the refits are independent draws
-        t_model = (
-            _ProbaRegressor(make_classifier(clf_params, seed=s, n_jobs=n_jobs))
-            if binary
-            else make_regressor(reg_params, seed=s, n_jobs=n_jobs)
-        )
-        e = cross_fit_predict(t_model, w, t, n_folds=n_folds, seed=s)
-        m = cross_fit_predict(make_regressor(reg_params, seed=s, n_jobs=n_jobs), w, y, n_folds=n_folds, seed=s)
+        e = cross_fit_predict(reseed(clone(t_learner), s), w, t, n_folds=n_folds, seed=s)
+        m = cross_fit_predict(reseed(clone(y_learner), s), w, y, n_folds=n_folds, seed=s)
         return dml.partially_linear(y, t, e, m, alpha=ctx.alpha)
 
     return fit
