@@ -165,5 +165,24 @@ def test_methods_step_writes_every_estimator_from_the_runs_nuisances(tmp_path):
     assert by_method["aipw_ate"]["estimate"] == pytest.approx(results["estimands"]["ate"]["estimate"])
     assert by_method["aipw_att"]["estimate"] == pytest.approx(results["estimands"]["att"]["estimate"])
     agreement = results["agreement"]
-    assert agreement["verdict"] in ("agree", "disagree") and 0 <= agreement["p_value"] <= 1
+    assert agreement["verdict"] in ("agree", "close", "disagree") and 0 <= agreement["p_value"] <= 1
     assert agreement["not_tested"] == ["linear_dml_ate"] and agreement["df"] == 6
+
+
+def test_a_detectable_but_tiny_difference_is_close_not_disagree():
+    """Shared nuisances make differences precise; one far below the reference's standard error is immaterial."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    base = rng.normal(0.0, 1.0, n)  # the reference's contributions: estimate ~0, stderr ~ 1/sqrt(n) = 0.0158
+    offset = 0.002 + rng.normal(0.0, 0.01, n)  # mean shift 0.002: z ~ 12, but 0.13 of the reference's stderr
+    parts = {"aipw_ate": base, "other_ate": base + offset}
+    estimates = {
+        name: {"estimate": float(c.mean()), "stderr": float(c.std(ddof=1) / np.sqrt(n)), "estimand": "ate"}
+        for name, c in parts.items()
+    }
+    result = agreement_test(estimates, parts)
+    assert result["p_value"] < 1e-6 and result["largest_difference_in_se"] < 0.25
+    assert result["verdict"] == "close" and "immaterially" in result["sentence"]
+    parts["other_ate"] = base + offset + 0.01  # now 0.76 of the reference's stderr: material
+    estimates["other_ate"]["estimate"] = float(parts["other_ate"].mean())
+    assert agreement_test(estimates, parts)["verdict"] == "disagree"
