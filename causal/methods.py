@@ -36,21 +36,11 @@ from typing import Any
 import numpy as np
 
 from causal import dml, estimands
+from causal.config_keys import METHODS  # one list for the step and the config check
 from causal.matching import DEFAULT_CALIPER, DEFAULT_NEIGHBORS, DEFAULT_VARIANCE_NEIGHBORS, match_effect
 
 log = logging.getLogger(__name__)
 
-METHODS = (
-    "aipw_ate",
-    "aipw_att",
-    "ipw_ate",
-    "ipw_att",
-    "matching_ate",
-    "matching_att",
-    "t_learner_ate",
-    "linear_dml_ate",
-    "causal_forest_ate",
-)
 # The config node ``methods`` (conf/config.yaml); causal.validate reads the same set.
 KEYS = frozenset({"include", "caliper", "n_neighbors", "variance_neighbors", "bias_correction", "reference"})
 
