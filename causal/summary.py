@@ -120,7 +120,19 @@ def _sensitivity(results: dict) -> list[str]:
         return []
     refs = sens.get("refutations") or []
     passed = sum(bool(r.get("passed")) for r in refs)
-    return [f"E-value {fmt_num(sens['e_value'], 3)}; refutations passed {passed}/{len(refs)}"]
+    line = f"E-value {fmt_num(sens['e_value'], 3)}; refutations passed {passed}/{len(refs)}"
+    gamma = (sens.get("rosenbaum") or {}).get("gamma_critical")
+    if gamma is not None:
+        line += f"; Rosenbaum gamma {fmt_num(gamma, 3)} (matched pairs stay significant up to this hidden bias)"
+    return [line]
+
+
+def _methods(results: dict) -> list[str]:
+    agree = results.get("agreement") or {}
+    if not results.get("estimates_by_method") or not agree:
+        return []
+    n = len(results["estimates_by_method"])
+    return [f"{n} estimators side by side: {agree.get('verdict')} (joint test p = {fmt_num(agree.get('p_value'), 3)})"]
 
 
 def _failures(results: dict) -> list[str]:
@@ -145,6 +157,7 @@ _SECTIONS: tuple[Callable[[dict], list[str]], ...] = (
     _overlap,
     _mediation,
     _sensitivity,
+    _methods,
     _hypotheses,
     _failures,
 )
