@@ -22,9 +22,12 @@ measures its false-alarm rate on the simulator.
 Statistically detectable is not the same as material. The estimators share their nuisances, so their differences
 are measured very precisely, and a difference of a few percent of the estimate's own standard error can be
 "significant" (on the demo, the forest's ATE is 0.00016 from AIPW's, z = -2.8, while AIPW's standard error is
-0.00074). When the test rejects but every difference is below ``MATERIAL_SE`` (a quarter) of the reference
-estimate's standard error, the verdict is ``close``: the methods differ by less than could move any conclusion
-drawn from the reference's interval. ``disagree`` is kept for differences that matter.
+0.00074). When the test rejects but every method whose own difference is significant (|z| above the two-sided
+critical value) differs by less than ``MATERIAL_SE`` (a quarter) of the reference estimate's standard error, the
+verdict is ``close``: the detectable differences are smaller than could move any conclusion drawn from the
+reference's interval. ``disagree`` is kept for differences that are both detectable and material. (A noisy method
+such as IPW may sit further from AIPW without its difference being detectable; that is sampling noise, reported
+in its own interval, not disagreement.)
 """
 
 from __future__ import annotations
@@ -80,8 +83,9 @@ def agreement_test(
     -------
     dict
         ``statistic`` (W), ``df``, ``p_value``, ``verdict`` (``agree`` | ``close`` | ``disagree`` | ``not tested``;
-        ``close``: rejected, but every difference below ``MATERIAL_SE`` of the reference's standard error),
-        ``largest_difference_in_se`` (the largest |difference| over its reference's standard error),
+        ``close``: rejected, but every individually significant difference below ``MATERIAL_SE`` of the
+        reference's standard error), ``largest_difference_in_se`` (the largest such |difference| over its
+        reference's standard error; over every method when none is individually significant),
         ``alpha``, ``reference``, ``differences`` (per method: ``difference``, ``stderr``, ``z``, ``p_value``),
         ``max_abs_z``, ``spread`` (largest minus smallest estimate, in units of the median standard error),
         ``not_tested`` and ``sentence`` (one plain sentence).
@@ -115,7 +119,11 @@ def agreement_test(
     p = float(stats.chi2.sf(stat, rank)) if rank else 1.0
     out.update(statistic=stat, df=rank, p_value=p, verdict="agree" if p >= alpha else "disagree")
     out["max_abs_z"] = float(np.max(np.abs(z)))
-    out["largest_difference_in_se"] = _largest_difference_in_se(names, mean, estimates, reference)
+    critical = float(stats.norm.ppf(1 - alpha / 2))
+    detectable = [k for k in range(len(names)) if abs(z[k]) >= critical] or list(range(len(names)))
+    out["largest_difference_in_se"] = _largest_difference_in_se(
+        [names[k] for k in detectable], mean[detectable], estimates, reference
+    )
     if out["verdict"] == "disagree" and out["largest_difference_in_se"] < MATERIAL_SE:
         out["verdict"] = "close"
     out["differences"] = {
@@ -153,9 +161,10 @@ def _sentence(out: Mapping[str, Any], estimates: Mapping[str, Mapping[str, Any]]
     ref = out["reference"] if isinstance(out["reference"], str) else REFERENCE[str(est.get("estimand"))]
     if out["verdict"] == "close":
         return (
-            f"The estimators differ detectably but immaterially (joint test p = {out['p_value']:.3g}): the largest "
-            f"difference, {worst} at {diffs[worst]['difference']:+.4g} from {ref}, is "
-            f"{out['largest_difference_in_se']:.2f} of {ref}'s standard error, too small to change a conclusion."
+            f"The estimators differ detectably but immaterially (joint test p = {out['p_value']:.3g}): the clearest "
+            f"difference, {worst} at {diffs[worst]['difference']:+.4g} from {ref} (z = {diffs[worst]['z']:.2f}), and "
+            f"every other detectable one are at most {out['largest_difference_in_se']:.2f} of the reference's "
+            "standard error, too small to change a conclusion."
         )
     return (
         f"The estimators disagree beyond sampling noise (joint test p = {out['p_value']:.3g}, rejected at "

@@ -1,14 +1,18 @@
 """A content-keyed cache of step outputs: reuse a step's files when its config and input files are unchanged.
 
-A key is the SHA-256 of the step's name, its config (canonical JSON) and a fingerprint of its input files (relative
-path, size and modification time of every file under each input path). An entry is a folder
+A key is the SHA-256 of the step's name, its config (canonical JSON), a fingerprint of its input files (relative
+path, size and modification time of every file under each input path) and a digest of the installed ``causal`` and
+``vision`` sources (:func:`code_version`), so a result is reused only by the code that computed it: an upgrade or an
+edit of the library recomputes instead of serving stale numbers. An entry is a folder
 ``<root>/<step>/<key>/`` holding copies of the files the step wrote; it is written to a temporary folder and renamed
 into place, so a killed run never leaves a half entry that a later run would trust.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -43,12 +47,25 @@ def fingerprint(paths: Iterable[str | os.PathLike | None]) -> list[list[Any]]:
     return rows
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A digest of the ``causal`` and ``vision`` package sources as installed (their ``.py`` files, found without
+    importing them)."""
+    digest = hashlib.sha256()
+    for name in ("causal", "vision"):
+        spec = importlib.util.find_spec(name)
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            for path in sorted(Path(root).rglob("*.py")):
+                digest.update(path.relative_to(root).as_posix().encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_key(step: str, config: Any, inputs: Iterable[str | os.PathLike | None] = ()) -> str:
-    """Hex SHA-256 of the step name, its config (JSON, sorted keys) and the fingerprint of its input paths."""
-    payload = json.dumps(
-        {"step": step, "config": config, "inputs": fingerprint(inputs)}, sort_keys=True, default=str
-    ).encode()
-    return hashlib.sha256(payload).hexdigest()
+    """Hex SHA-256 of the step name, its config (JSON, sorted keys), the fingerprint of its input paths and the
+    code's digest (:func:`code_version`)."""
+    payload = {"step": step, "config": config, "inputs": fingerprint(inputs), "code": code_version()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class StepCache:

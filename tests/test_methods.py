@@ -186,3 +186,22 @@ def test_a_detectable_but_tiny_difference_is_close_not_disagree():
     parts["other_ate"] = base + offset + 0.01  # now 0.76 of the reference's stderr: material
     estimates["other_ate"]["estimate"] = float(parts["other_ate"].mean())
     assert agreement_test(estimates, parts)["verdict"] == "disagree"
+
+
+def test_a_noisy_method_far_but_undetectably_so_does_not_make_a_close_difference_disagree():
+    """IPW-like noise: a large but insignificant difference is sampling noise, not disagreement."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    base = rng.normal(0.0, 1.0, n)
+    parts = {
+        "aipw_ate": base,
+        "forest_ate": base + 0.002 + rng.normal(0.0, 0.01, n),  # detectable (z ~ 12), 0.13 of the reference's se
+        "ipw_ate": base + 0.012 + rng.normal(0.0, 2.0, n),  # 0.76 of the reference's se, but z ~ 0.4
+    }
+    estimates = {
+        name: {"estimate": float(c.mean()), "stderr": float(c.std(ddof=1) / np.sqrt(n)), "estimand": "ate"}
+        for name, c in parts.items()
+    }
+    result = agreement_test(estimates, parts)
+    assert result["p_value"] < 1e-6 and abs(result["differences"]["ipw_ate"]["z"]) < 1.96
+    assert result["verdict"] == "close" and result["largest_difference_in_se"] < 0.25
