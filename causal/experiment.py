@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from causal.cache import StepCache, cache_key
+from causal.context import to_plain
 from causal.engagement import use_engagement
 from causal.pipeline import STEPS, run
 from causal.report import write_results
@@ -40,10 +41,6 @@ _NOT_CAUSAL = ("hydra", "paths", "input", "labels", "vision", "evaluate", "repor
 
 def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:
     return OmegaConf.select(cfg, key, default=default)
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def _set(cfg: DictConfig, key: str, value: Any) -> None:
@@ -75,12 +72,12 @@ def annotations_dir(cfg: DictConfig) -> Path | None:
         return None
     root = Path(_select(cfg, "paths.outputs", "outputs"))
     slug = "_".join(Path(cfg.input).resolve().parts[-2:])  # e.g. assets_sample_images
-    return root / "annotations" / f"{slug}-{_short_hash(_plain(cfg.vision))}"
+    return root / "annotations" / f"{slug}-{_short_hash(to_plain(cfg.vision))}"
 
 
 def causal_key(cfg: DictConfig) -> str:
     """Cache key of the causal steps: their config (minus paths, vision, report) and their input files' stamps."""
-    plain = _plain(cfg)
+    plain = to_plain(cfg)
     for key in _NOT_CAUSAL:
         plain.pop(key, None)
     data = plain.get("data") or {}
@@ -167,7 +164,7 @@ def _evaluate(
     if ann is None or not (ann / "faces").is_dir():
         raise ValueError("step evaluate: no annotations to evaluate (run annotate or set paths.annotations)")
     start = time.perf_counter()
-    opts = _plain(_select(cfg, "evaluate", {})) or {}
+    opts = to_plain(_select(cfg, "evaluate", {})) or {}
     opts = {k: opts[k] for k in ("iou_threshold", "score_threshold", "group_by") if k in opts}
     key = cache_key("evaluate", {"labels": labels, **opts}, [labels, ann / "faces", ann / "images"])
     if cache.restore("evaluate", key, out_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from causal.context import to_plain
 from causal.nuisance import CrossFitNuisance
 
 # Keys of the learner choice and repeated cross-fitting (also in causal.validate.KNOWN_KEYS).
@@ -57,18 +58,18 @@ def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
     if unknown:
         raise ValueError(f"config key nuisance.grid: unknown key(s) {unknown}; use classifier / regressor")
     return CrossFitNuisance(
-        candidates=_plain(cfg.get("candidates")),
-        model_t=_plain(cfg.get("model_t")),
-        model_y=_plain(cfg.get("model_y")),
+        candidates=to_plain(cfg.get("candidates")),
+        model_t=to_plain(cfg.get("model_t")),
+        model_y=to_plain(cfg.get("model_y")),
         repeats=int(cfg.get("repeats") or 1),
         outcome_mode=str(cfg.get("outcome_mode") or "pooled"),
-        stack=tuple(_plain(cfg.get("stack")) or ()),
+        stack=tuple(to_plain(cfg.get("stack")) or ()),
         repeats_max_rows=None if cfg.get("repeats_max_rows") is None else int(cfg["repeats_max_rows"]),
         select_max_rows=int(cfg.get("select_max_rows") or 10_000),
-        classifier_params=_plain(cfg.get("classifier")),
-        regressor_params=_plain(cfg.get("regressor")),
-        classifier_grid=_plain(grid.get("classifier")),
-        regressor_grid=_plain(grid.get("regressor")),
+        classifier_params=to_plain(cfg.get("classifier")),
+        regressor_params=to_plain(cfg.get("regressor")),
+        classifier_grid=to_plain(grid.get("classifier")),
+        regressor_grid=to_plain(grid.get("regressor")),
         tune=bool(cfg.get("tune", False)),
         n_folds=int(cfg.get("folds") or 5),
         tune_folds=int(cfg.get("tune_folds") or 3),
@@ -76,16 +77,5 @@ def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
         n_jobs=int(cfg.get("n_jobs") or 1),
         random_state=int(seed),
         use_ray=bool(cfg.get("use_ray", False)),
-        ray_remote_func_options=_plain(cfg.get("ray_remote_func_options")),
+        ray_remote_func_options=to_plain(cfg.get("ray_remote_func_options")),
     )
-
-
-def _plain(node: Any) -> Any:
-    """OmegaConf containers -> plain dict / list, without importing omegaconf here."""
-    if node is None:
-        return None
-    if isinstance(node, Mapping):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, (list, tuple)) or type(node).__name__ == "ListConfig":
-        return [_plain(v) for v in node]
-    return node

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from causal.context import to_plain
 from causal.methods_report import methods_section
 from causal.reporting import diagnostics, effects, sections
 from causal.reporting.figures import plot_effect_vs_naive, plot_mediation_diagram
@@ -273,16 +274,6 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, **kwargs: Any)
     return path
 
 
-def _plain_cfg(cfg: Any) -> dict:
-    from omegaconf import OmegaConf
-
-    if cfg is None:
-        return {}
-    if OmegaConf.is_config(cfg):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
-
-
 def report_for_run(results: Mapping[str, Any], out_dir: str | Path, cfg: Any = None) -> Path:
     """Write a run's ``report.html``: plots from ``out_dir``, the detector evaluation from ``out_dir/evaluation``
     (``metrics.json``, ``pr_curve.png``, ``errors.csv``) when that step ran, the artwork gallery when the config
@@ -294,7 +285,7 @@ def report_for_run(results: Mapping[str, Any], out_dir: str | Path, cfg: Any = N
     out_dir = Path(out_dir)
     metrics_file = out_dir / "evaluation" / "metrics.json"
     evaluation = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-    plain = _plain_cfg(cfg)
+    plain = to_plain(cfg) or {}
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(plain)) if cfg is not None else None
     names = DisplayNames(plain.get("display_names"))
     try:

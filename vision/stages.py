@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,20 +179,3 @@ def _evaluation_annotator(vision: Any, full_curve: bool) -> tuple[Any, bool, flo
     if full:
         overrides["min_prob"] = 0.0
     return BatchAnnotator(detector=instantiate(vision.detector, **overrides)), full, cutoff
-
-
-def metrics_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The headline detector numbers of an :func:`evaluate_stage` result."""
-    il = metrics.get("image_level") or {}
-    return {
-        "ap50": metrics.get("ap50"),
-        "sensitivity": il.get("sensitivity"),
-        "specificity": il.get("specificity"),
-        "sensitivity_ci": il.get("sensitivity_ci"),
-        "specificity_ci": il.get("specificity_ci"),
-        "n_images": metrics.get("n_images"),
-        "n_positive": il.get("n_positive"),
-        "n_negative": il.get("n_negative"),
-        "ap_definition": metrics.get("ap_definition"),
-        "reliability": metrics.get("reliability") or [],
-    }
