@@ -67,7 +67,46 @@ def run_seed(seed: int, n_titles: int | None) -> dict:
         "n_scored": len(scored),
         "n_covered": sum(h["covers_truth"] for h in scored),
         "n_tested": results["discover"]["n_tested"],
+        # every null hypothesis's z = estimate / stderr and p-value: their calibration tells chance from bias
+        "nulls": [
+            {
+                "hypothesis": h["feature"] + (f"={h['level']}" if h.get("level") else ""),
+                "z": h["estimate"] / h["stderr"] if h.get("stderr") else 0.0,
+                "p_value": h["p_value"],
+                "significant": bool(h["significant"]),
+            }
+            for h in scored
+            if h["truth"] == 0
+        ],
     }
+
+
+def null_calibration(records: list[dict]) -> None:
+    """Chance or bias? Under a true null z ~ N(0, 1) and p ~ U(0, 1): print the nulls' mean z (with its standard
+    error), their SD, a Kolmogorov-Smirnov test of uniform p-values, the share of raw p < 0.05, and each null
+    hypothesis's mean z over the seeds (a feature whose mean z is far from 0 is biased, not unlucky)."""
+    import numpy as np
+    from scipy import stats
+
+    nulls = [h for r in records for h in r["nulls"]]
+    if not nulls:
+        return
+    z = np.array([h["z"] for h in nulls])
+    p = np.array([h["p_value"] for h in nulls])
+    ks = stats.kstest(p, "uniform")
+    print(
+        f"  null calibration over {len(z)} null tests: mean z {z.mean():+.3f}"
+        f" (se {z.std(ddof=1) / np.sqrt(len(z)):.3f}), sd z {z.std(ddof=1):.3f} (1 if calibrated),"
+        f" raw p < 0.05 in {np.mean(p < 0.05):.3f},"
+        f" KS test of uniform p: p = {ks.pvalue:.3f}"
+    )
+    by: dict[str, list[float]] = {}
+    for h in nulls:
+        by.setdefault(h["hypothesis"], []).append(h["z"])
+    for name, values in sorted(by.items(), key=lambda kv: -abs(np.mean(kv[1]))):
+        v = np.array(values)
+        sd = v.std(ddof=1) if len(v) > 1 else 0.0
+        print(f"    {name:<28} n {len(v):>2}  mean z {v.mean():+.2f}  sd {sd:.2f}  max |z| {np.abs(v).max():.2f}")
 
 
 def main() -> None:
@@ -107,6 +146,7 @@ def main() -> None:
     scored = sum(r["n_scored"] for r in records)
     print(f"  CI coverage of every hypothesis with a known truth: {covered}/{scored} = {covered / scored:.3f}")
     print(f"  seconds per run: {sum(r['seconds'] for r in records) / n:.1f}")
+    null_calibration(records)
     if args.out:
         args.out.write_text(json.dumps(records, indent=2))
 
