@@ -13,6 +13,9 @@ pairs with a zero difference are ranked with the others but add nothing to T, E 
 DOS2's ``senWilcox``; rbounds' ``psens`` keeps them in E and V). ``gamma_critical`` is the largest Gamma at which
 the upper-bound p-value is still below alpha: the effect stays significant under any hidden bias up to it. The test
 is one-sided in the direction of the observed effect (the differences are negated when the effect is negative).
+
+:func:`signed_rank_bound_exact` gives the same upper bound from the exact distribution of that sum (Rosenbaum 1987;
+DOS2's ``senWilcoxExact``), for small samples: at Gamma = 1 it is the exact signed-rank test.
 """
 
 from __future__ import annotations
@@ -47,6 +50,36 @@ def signed_rank_bounds(differences: Sequence[float], gamma: float) -> tuple[floa
         mean, var = p * q.sum(), p * (1 - p) * np.sum(q**2)
         out.append(float(stats.norm.sf((t - mean) / np.sqrt(var))))
     return out[0], out[1]
+
+
+def signed_rank_bound_exact(differences: Sequence[float], gamma: float, *, drop_zeros: bool = False) -> float:
+    """Exact upper bound on the one-sided p-value of the signed-rank test (H1: positive effect) at ``gamma``.
+
+    Under the bounding assignment each pair adds its rank q_s to T with probability Gamma / (1 + Gamma),
+    independently; the tail P(T >= t_obs) is computed by convolving those two-point laws (average ranks are
+    multiples of 1/2, so the support is an integer grid in half-ranks). ``drop_zeros=True`` ranks only the nonzero
+    differences (Wilcoxon's convention, as R's ``wilcox.test`` / ``exactRankTests::wilcox.exact`` and rbounds'
+    ``psens``); the default ranks them with the others (Pratt's, Rosenbaum's). Cost grows with n^3: meant for up to
+    a few hundred pairs.
+    """
+    if gamma < 1:
+        raise ValueError(f"Gamma must be >= 1, got {gamma}")
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    if drop_zeros:
+        d = d[d != 0]
+    t, q = _ranks(d)
+    if q.size == 0:
+        return 1.0
+    half = np.rint(2 * q).astype(np.int64)  # ranks in half units: exact integers
+    p = gamma / (1 + gamma)
+    law = np.zeros(int(half.sum()) + 1)
+    law[0] = 1.0
+    for k in half:
+        shifted = np.zeros_like(law)
+        shifted[k:] = law[: law.size - k]
+        law = (1 - p) * law + p * shifted
+    return float(min(1.0, law[int(round(2 * t)) :].sum()))
 
 
 def gamma_critical(differences: Sequence[float], alpha: float = 0.05, max_gamma: float = MAX_GAMMA) -> float | None:
