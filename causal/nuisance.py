@@ -200,6 +200,7 @@ class CrossFitNuisance(BaseEstimator):
         tuned = time.perf_counter()
         specs = self._specs()
         self.learners_ = {role: {learners.spec_name(s): s for s in role_specs} for role, role_specs in specs.items()}
+        self.groups_ = groups
         first = self._select(features, t, y, groups)
         selected = time.perf_counter()
         e_all, mu1_all, mu0_all = [], [], []
@@ -321,6 +322,35 @@ class CrossFitNuisance(BaseEstimator):
             n_rows=n_rows,
             xgb_params=params,
         )
+
+    @property
+    def outcome_per_arm_(self) -> bool:
+        """Whether the chosen outcome model was fitted per treatment arm (a T-learner's structure)."""
+        return self._mode(self.chosen_["outcome"]) == "arms"
+
+    def per_arm_outcomes(
+        self, features: np.ndarray | pd.DataFrame, t: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold outcome predictions of one model per arm, each of shape (repeats, n): the fitted ones when
+        the chosen outcome model is per arm; otherwise the chosen learner cross-fitted once per arm on the same
+        folds (one model of (x, T) shares structure between the arms and shrinks mu1 - mu0 toward zero, as an
+        S-learner does). Pass the arrays given to :meth:`fit`."""
+        if self.outcome_per_arm_:
+            return self.outcome_treated_repeats_, self.outcome_control_repeats_
+        features, t, y = self._check(features, t, y)
+        name = self.chosen_["outcome"]
+        mu1_all, mu0_all = [], []
+        for r in range(self.outcome_treated_repeats_.shape[0]):
+            folds = self._folds(len(t), t, self.groups_, r)
+            learner = self._learner("outcome", name, len(t))
+            seeds = [derive_seed(self.random_state, f"outcome_{name}/arms_r{r}_{k}") for k in range(len(folds))]
+            mu1, mu0 = (
+                cross_predict(learner, features, y, folds, seeds=seeds, train_mask=t == arm, n_threads=self.n_jobs)
+                for arm in (1, 0)
+            )
+            mu1_all.append(mu1)
+            mu0_all.append(mu0)
+        return np.vstack(mu1_all), np.vstack(mu0_all)
 
     def _folds(self, n: int, t: np.ndarray, groups: np.ndarray | None, r: int) -> list[tuple[np.ndarray, np.ndarray]]:
         name = "crossfit" if r == 0 else f"crossfit_{r}"

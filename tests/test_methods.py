@@ -205,3 +205,32 @@ def test_a_noisy_method_far_but_undetectably_so_does_not_make_a_close_difference
     result = agreement_test(estimates, parts)
     assert result["p_value"] < 1e-6 and abs(result["differences"]["ipw_ate"]["z"]) < 1.96
     assert result["verdict"] == "close" and result["largest_difference_in_se"] < 0.25
+
+
+def test_the_t_learner_always_uses_one_outcome_model_per_arm():
+    """A pooled outcome model of (x, T) (here linear, so with one common slope of T) imposes a constant effect;
+    with an effect 1 + x0 and treatment more likely at high x0, its plug-in mean is the overlap-weighted effect, not
+    the ATE (1). ``per_arm_outcomes`` refits the chosen learner per arm on the run's folds: the same predictions as
+    a run fitted per arm from the start, and a T-learner that covers the ATE."""
+    from causal.nuisance import CrossFitNuisance
+
+    rng = np.random.default_rng(5)
+    n = 4000
+    x = rng.normal(size=(n, 2))
+    t = (rng.random(n) < 1 / (1 + np.exp(-(1.2 * x[:, 0] + 0.8)))).astype(int)
+    y = t * (EFFECT + x[:, 0]) + x[:, 0] + 0.5 * x[:, 1] + rng.normal(size=n)
+    opts = {"candidates": ["linear"], "repeats": 2, "random_state": 3}
+    pooled = CrossFitNuisance(outcome_mode="pooled", **opts).fit(x, t, y)
+    arms = CrossFitNuisance(outcome_mode="arms", **opts).fit(x, t, y)
+    assert not pooled.outcome_per_arm_ and arms.outcome_per_arm_
+    mu1, mu0 = pooled.per_arm_outcomes(x, t, y)
+    assert mu1.shape == mu0.shape == (2, n)
+    np.testing.assert_allclose(mu1, arms.outcome_treated_repeats_, rtol=1e-10)
+    np.testing.assert_allclose(mu0, arms.outcome_control_repeats_, rtol=1e-10)
+    assert arms.per_arm_outcomes(x, t, y)[0] is arms.outcome_treated_repeats_
+    nuisances = (pooled.propensity_repeats_, pooled.outcome_treated_repeats_, pooled.outcome_control_repeats_)
+    as_pooled, _ = estimate_all(y, t, nuisances, include=("t_learner_ate",))
+    per_arm, _ = estimate_all(y, t, nuisances, include=("t_learner_ate",), t_learner_arms=(mu1, mu0))
+    shrunk, fixed = as_pooled["t_learner_ate"], per_arm["t_learner_ate"]
+    assert abs(shrunk["estimate"] - EFFECT) > 4 * shrunk["stderr"]  # the pooled plug-in misses the ATE
+    assert fixed["ci_low"] <= EFFECT <= fixed["ci_high"]
