@@ -17,6 +17,7 @@ rejection rate is printed for both.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 import time
@@ -34,7 +35,7 @@ def _compose(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def coverage(seeds: int, n: int) -> None:
+def coverage(seeds: int, n: int, jsonl: Path | None = None) -> None:
     from causal.pipeline import run
 
     rows: dict[str, list[tuple[float, float, float]]] = {}
@@ -50,7 +51,14 @@ def coverage(seeds: int, n: int) -> None:
             errors = (rec["estimate"] - target, rec["ci_low"] - target, rec["ci_high"] - target)
             rows.setdefault(name, []).append(errors)
         rejected.append(results["agreement"]["verdict"] == "disagree")
-        print(f"seed {seed}: {time.perf_counter() - start:.0f}s", flush=True)
+        outcome_model = results["nuisance"]["learners"]["outcome"]["chosen"]
+        print(f"seed {seed}: {time.perf_counter() - start:.0f}s, outcome model {outcome_model}", flush=True)
+        if jsonl is not None:  # one line per seed, so an interrupted run keeps what it measured
+            record = {"seed": seed, "outcome_model": outcome_model, "truth": {k: truth[k] for k in ("ate", "att")}}
+            record["estimates"] = results["estimates_by_method"]
+            record["agreement"] = results["agreement"]["verdict"]
+            with jsonl.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
     print(f"\nsimulator, n = {n}, {seeds} seeds: error against the truth of each estimand")
     print(f"{'method':<20}{'mean err':>11}{'mean |err|':>11}{'coverage':>10}{'(+- se)':>9}{'CI width':>11}")
     for name, values in rows.items():
@@ -88,6 +96,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--n", type=int, default=2000, help="simulated artworks (part 1) and units (part 2)")
     parser.add_argument("--skip-coverage", action="store_true")
+    parser.add_argument("--jsonl", type=Path, default=None, help="append one JSON record per seed (part 1)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     power = {drop: np.mean([planted(s, args.n, drop) for s in range(args.seeds)]) for drop in (False, True)}
@@ -95,7 +104,7 @@ def main() -> None:
     print(f"  every confounder in the outcome model: {power[False]:.2f} (nominal 0.05)")
     print(f"  confounder x0 dropped from the outcome model: {power[True]:.2f}")
     if not args.skip_coverage:
-        coverage(args.seeds, args.n)
+        coverage(args.seeds, args.n, args.jsonl)
 
 
 if __name__ == "__main__":
