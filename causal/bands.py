@@ -4,7 +4,11 @@
 * ``face_size_band`` from ``face_area_max`` (the largest face's area as a fraction of the image): ``"none"``
   (no face), ``"small"`` (below 2%), ``"medium"`` (2% to 10%), ``"large"`` (10% and more);
 * ``text_position`` from ``text_center_y`` (annotations with ``vision.image_features.text=true``): the third of
-  the image holding the largest text block's centre, ``"none"`` without text.
+  the image holding the largest text block's centre, ``"none"`` without text;
+* ``facing_band`` from ``largest_face_yaw`` (head yaw of the largest face, :mod:`vision.pose`): where the head
+  turns in image coordinates, ``"left"`` (yaw < -20 degrees), ``"camera"`` (within 20 degrees, the pose module's
+  frontal yaw), ``"right"`` (yaw > 20), ``"none"`` without a face. Head orientation, not eye gaze: five landmarks
+  give the eye centres, not the pupils.
 
 A band is a categorical column: the funnel (:mod:`causal.discover`) tests each band against the most frequent one;
 a single band against another is a binary treatment for the other experiments after a ``data.query`` keeping the
@@ -20,6 +24,8 @@ import pandas as pd
 PEOPLE_BANDS = ("0", "1", "2-3", "4+")
 FACE_SIZE_BANDS = ("none", "small", "medium", "large")
 FACE_SIZE_EDGES = (0.02, 0.10)  # area fraction of the largest face: small < 2% <= medium < 10% <= large
+FACING_BANDS = ("none", "left", "camera", "right")
+FACING_YAW = 20.0  # degrees; vision.pose.FRONTAL_YAW (kept equal by tests/test_discover.py)
 
 
 def people_band(count: pd.Series) -> pd.Series:
@@ -55,7 +61,18 @@ def add_bands(frame: pd.DataFrame) -> pd.DataFrame:
         out["face_size_band"] = face_size_band(out["face_area_max"], out.get("face_count"))
     if "text_center_y" in out and "text_position" not in out:
         out["text_position"] = text_position(out["text_center_y"], out.get("text_blocks"))
+    if "largest_face_yaw" in out and "facing_band" not in out:
+        out["facing_band"] = facing_band(out["largest_face_yaw"])
     return out
+
+
+def facing_band(yaw: pd.Series) -> pd.Series:
+    """``"left"`` / ``"camera"`` / ``"right"`` from the largest face's yaw in degrees (+: the nose turns toward the
+    image's right); ``"none"`` where there is no face (missing yaw)."""
+    values = pd.to_numeric(yaw, errors="coerce")
+    none = values.isna().to_numpy(dtype=bool)
+    bands = np.select([none, values < -FACING_YAW, values <= FACING_YAW], FACING_BANDS[:3], FACING_BANDS[3])
+    return pd.Series(bands, index=yaw.index, dtype=object)
 
 
 def text_position(center_y: pd.Series, blocks: pd.Series | None = None) -> pd.Series:

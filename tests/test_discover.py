@@ -210,6 +210,24 @@ def test_text_position_band():
     assert list(got) == ["top", "middle", "bottom", "none", "none"]
 
 
+def test_facing_band_follows_the_pose_modules_yaw():
+    """Landmarks of heads turned by known yaws (vision.pose's perspective projection, in image coordinates as a
+    detector gives them) go through the pose estimate and the band: +yaw turns the nose toward the image's
+    right."""
+    from causal.bands import FACING_YAW, add_bands, facing_band
+    from vision.pose import FRONTAL_YAW, head_pose, project
+
+    assert FACING_YAW == FRONTAL_YAW
+    yaws = [-45.0, -30.0, -10.0, 0.0, 10.0, 30.0, 45.0]
+    estimated = []
+    for yaw in yaws:
+        estimated.append(head_pose(project(yaw, 0.0, 0.0))["yaw"])
+    got = facing_band(pd.Series(estimated + [np.nan]))
+    assert list(got) == ["left", "left", "camera", "camera", "camera", "right", "right", "none"]
+    frame = pd.DataFrame({"largest_face_yaw": [35.0, np.nan]})
+    assert list(add_bands(frame)["facing_band"]) == ["right", "none"]
+
+
 @pytest.mark.slow
 def test_ray_tasks_give_the_same_table(funnel, tmp_path):
     ray = pytest.importorskip("ray")
