@@ -24,8 +24,9 @@ its interval is as narrow as it could honestly be and is valid only when the out
 (``scripts/bench_methods.py`` measures its coverage). Its outcome models are always one per arm: when the run's
 chosen outcome model is one model of (x, T) (``nuisance.outcome_mode`` pooled, or auto choosing it), the step
 cross-fits the same learner per arm on the same folds (:meth:`causal.nuisance.CrossFitNuisance.per_arm_outcomes`),
-because a pooled model shrinks mu1 - mu0 toward zero like an S-learner: measured on the simulator, that plug-in was
-biased by half a standard error and its interval covered in 88% of 50 seeds. Matching: :mod:`causal.matching`.
+because a pooled model shrinks mu1 - mu0 toward zero like an S-learner: on the simulator, while the default outcome
+model was pooled, that plug-in was biased by about half a standard error and its interval covered in 88% of 50
+seeds (README). Matching: :mod:`causal.matching`.
 
 Each estimator also returns per-unit contributions whose mean is its estimate (its linearisation);
 :mod:`causal.agreement` tests whether the estimates differ more than their joint sampling noise allows.
