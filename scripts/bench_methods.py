@@ -7,7 +7,8 @@ Part 1 (coverage). For each seed, the simulated catalog (``data=simulated``, ``d
 through the shipped defaults (``causal.pipeline.run`` with steps ``[overlap, dml, methods]``); each entry of
 ``estimates_by_method`` is checked against the simulator's truth for its estimand (``truth.ate`` or ``truth.att``,
 the sample's mean true effects). Printed per estimator: mean error, mean absolute error, CI coverage with its
-binomial standard error, mean CI width. Also the agreement test's rejection rate (its size: nothing is wrong).
+binomial standard error, mean CI width, and the SD over seeds of error / standard error (1 when the standard errors
+are right; above 1 when they are too small). Also the agreement test's rejection rate (its size: nothing is wrong).
 
 Part 2 (power). A design with a known confounder x0 (n units, effect 1): the outcome models are cross-fitted once
 with every confounder and once with x0 dropped (the propensity model keeps it), and the agreement test's
@@ -38,7 +39,7 @@ def _compose(overrides: list[str]):
 def coverage(seeds: int, n: int, jsonl: Path | None = None) -> None:
     from causal.pipeline import run
 
-    rows: dict[str, list[tuple[float, float, float]]] = {}
+    rows: dict[str, list[tuple[float, float, float, float]]] = {}
     rejected = []
     start = time.perf_counter()
     for seed in range(seeds):
@@ -48,7 +49,8 @@ def coverage(seeds: int, n: int, jsonl: Path | None = None) -> None:
         truth = results["truth"]
         for name, rec in results["estimates_by_method"].items():
             target = truth["att"] if rec["estimand"] == "att" else truth["ate"]
-            errors = (rec["estimate"] - target, rec["ci_low"] - target, rec["ci_high"] - target)
+            err = rec["estimate"] - target
+            errors = (err, rec["ci_low"] - target, rec["ci_high"] - target, err / rec["stderr"])
             rows.setdefault(name, []).append(errors)
         rejected.append(results["agreement"]["verdict"] == "disagree")
         outcome_model = results["nuisance"]["learners"]["outcome"]["chosen"]
@@ -60,13 +62,14 @@ def coverage(seeds: int, n: int, jsonl: Path | None = None) -> None:
             with jsonl.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
     print(f"\nsimulator, n = {n}, {seeds} seeds: error against the truth of each estimand")
-    print(f"{'method':<20}{'mean err':>11}{'mean |err|':>11}{'coverage':>10}{'(+- se)':>9}{'CI width':>11}")
+    print(f"{'method':<20}{'mean err':>11}{'mean |err|':>11}{'coverage':>10}{'(+- se)':>9}{'CI width':>11}{'sd z':>7}")
     for name, values in rows.items():
-        err, lo, hi = (np.array(v) for v in zip(*values))
+        err, lo, hi, z = (np.array(v) for v in zip(*values))
         cover = np.mean((lo <= 0) & (hi >= 0))
         se = np.sqrt(cover * (1 - cover) / len(err)) if 0 < cover < 1 else np.sqrt(0.95 * 0.05 / len(err))
         width = (hi - lo).mean()
-        print(f"{name:<20}{err.mean():>11.5f}{np.abs(err).mean():>11.5f}{cover:>10.2f}{se:>9.2f}{width:>11.5f}")
+        line = f"{name:<20}{err.mean():>11.5f}{np.abs(err).mean():>11.5f}{cover:>10.2f}{se:>9.2f}{width:>11.5f}"
+        print(line + f"{z.std(ddof=1):>7.2f}")  # sd of error / stderr: 1 when the standard error is right
     print(f"agreement test rejects (nothing planted): {np.mean(rejected):.2f} of {seeds} (nominal 0.05)")
 
 
