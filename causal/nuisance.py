@@ -341,7 +341,7 @@ class CrossFitNuisance(BaseEstimator):
         name = self.chosen_["outcome"]
         mu1_all, mu0_all = [], []
         for r in range(self.outcome_treated_repeats_.shape[0]):
-            folds = self._folds(len(t), t, self.groups_, r)
+            folds = self._folds(len(t), t, getattr(self, "groups_", None), r)
             learner = self._learner("outcome", name, len(t))
             seeds = [derive_seed(self.random_state, f"outcome_{name}/arms_r{r}_{k}") for k in range(len(folds))]
             mu1, mu0 = (
