@@ -20,6 +20,7 @@ Every problem raises :class:`DataError` whose message names the file (``source``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,8 @@ from causal.query import select_rows
 from causal.roles import Roles
 from causal.simulate import simulate_from_config
 from causal.tables import DataError, na_values_option, read_table
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_LEVEL_COUNT",
@@ -116,6 +119,27 @@ def load_table_from_config(cfg: Mapping) -> tuple[pd.DataFrame, str]:
     return table, source
 
 
+def _check_not_derived(roles: Roles, derived: set[str]) -> None:
+    for col in [*roles.confounders, *roles.modifiers, roles.treatment, roles.mediator]:
+        if col in derived:
+            raise DataError(
+                f"config `{roles.key_of(col)}` uses {col!r}, which `data.outcome_derived` marks as computed from "
+                "the outcome"
+            )
+
+
+def _expand_patterns(roles: Roles, table: pd.DataFrame, skip: set, source: str) -> Roles:
+    """Roles with their patterns matched to ``table``'s columns; constant columns are left out (with a warning),
+    since a pattern cannot know them and a constant carries no information."""
+    named = set(roles.columns())
+    constant = [c for c in table.columns if c not in named and table[c].nunique(dropna=True) <= 1]
+    expanded = roles.expand(table.columns, exclude=(skip | set(constant)) - {None}, source=source)
+    if constant:
+        log.warning("%s: constant columns left out of the role patterns: %s", source, ", ".join(map(str, constant)))
+    log.info("roles after matching patterns: %s", expanded.to_dict())
+    return expanded
+
+
 def load_from_config(data_cfg: Mapping, roles: Roles, *, seed: int = 0) -> tuple[CausalDataset, dict | None]:
     """Build the analysis dataset for any ``data=`` config (table, simulated, sample).
 
@@ -144,12 +168,7 @@ def load_from_config(data_cfg: Mapping, roles: Roles, *, seed: int = 0) -> tuple
     options = prepare_options(data_cfg.get("prepare"))
     options.setdefault("id_column", data_cfg.get("id_column", "image_id"))
     derived = set(data_cfg.get("outcome_derived") or [])
-    for col in [*roles.confounders, *roles.modifiers, roles.treatment, roles.mediator]:
-        if col in derived:
-            raise DataError(
-                f"config `{roles.key_of(col)}` uses {col!r}, which `data.outcome_derived` marks as computed from "
-                "the outcome"
-            )
+    _check_not_derived(roles, derived)
     if name == "table":
         table, source = load_table_from_config(data_cfg)
         truth = None
@@ -166,4 +185,7 @@ def load_from_config(data_cfg: Mapping, roles: Roles, *, seed: int = 0) -> tuple
     query = data_cfg.get("query")
     if query:
         table = select_rows(table, str(query), source=source)
+    if roles.has_patterns():
+        skip = {options["id_column"], data_cfg.get("randomised_column"), *derived}
+        roles = _expand_patterns(roles, table, skip, source)
     return prepare(table, roles, source=source, seed=seed, **options), truth

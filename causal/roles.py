@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from causal.tables import DataError
 
 _ROLE_KEYS = frozenset({"treatment", "outcome", "confounders", "modifiers", "mediator", "groups"})
+#: Characters that make a list entry a shell-style pattern (``fnmatch``): ``x*``, ``emb_??``, ``[ab]_score``, ``*``.
+PATTERN_CHARS = frozenset("*?[")
+
+
+def is_pattern(name: str) -> bool:
+    """Whether a ``roles.confounders`` / ``modifiers`` / ``groups`` entry is a pattern rather than a column name."""
+    return any(ch in PATTERN_CHARS for ch in name)
 
 
 def _role_values(cfg: Mapping) -> dict[str, Any]:
@@ -109,6 +117,45 @@ class Roles:
                     )
         if self.mediator is not None and self.mediator in (self.treatment, self.outcome):
             raise DataError(f"config `roles.mediator` {self.mediator!r} is also the treatment or the outcome")
+
+    def has_patterns(self) -> bool:
+        """Whether a list role holds a shell-style pattern still to match against a table's columns."""
+        return any(is_pattern(col) for key in self._LIST_KEYS for col in getattr(self, key))
+
+    def expand(self, columns: Iterable[str], exclude: Iterable[str] = (), source: str = "the table") -> Roles:
+        """These roles with every pattern replaced by the matching columns, in the table's order.
+
+        A pattern never matches the treatment, the outcome, the mediator, a column named elsewhere in the same
+        role, or ``exclude`` (the id column, ``data.outcome_derived``, the randomised flag): ``confounders: ['*']``
+        adjusts for every other column of the table.
+
+        Raises
+        ------
+        DataError
+            When a pattern matches no column (naming the key, the pattern and ``source``).
+        """
+        columns = [str(c) for c in columns]
+        banned = {self.treatment, self.outcome, self.mediator, *exclude}
+        values: dict[str, list[str]] = {}
+        for key in self._LIST_KEYS:
+            named = [c for c in getattr(self, key) if not is_pattern(c)]
+            out: list[str] = []
+            for entry in getattr(self, key):
+                if not is_pattern(entry):
+                    out.append(entry)
+                    continue
+                hits = [c for c in columns if fnmatch.fnmatchcase(c, entry) and c not in banned and c not in named]
+                if not hits:
+                    raise DataError(
+                        f"config `roles.{key}`: the pattern {entry!r} matches no column of {source} other than the "
+                        f"treatment, outcome, mediator and id columns; columns: {', '.join(columns[:30])}"
+                        + (" ..." if len(columns) > 30 else "")
+                    )
+                out.extend(hits)
+            values[key] = list(dict.fromkeys(out))
+        expanded = replace(self, **values)
+        expanded.check()
+        return expanded
 
     def columns(self) -> list[str]:
         """Every column named by a role, each once, in role order."""

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 from causal.reporting.labels import DisplayNames
+from causal.reporting.numbers import sig
 from causal.reporting.planning import effect_words
 from causal.reporting.verdict import robustness_verdict
 
 
 def fmt_num(value: object, digits: int = 5) -> str:
-    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+    return sig(value, digits) if isinstance(value, float) else str(value)
 
 
 def summary_lines(results: dict) -> list[str]:

@@ -19,6 +19,7 @@ that is not in ``steps`` (the default ``sensitivity`` node on a table without ``
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -40,6 +41,7 @@ from causal.config_keys import (  # noqa: F401  (re-exported: the key lists' pub
 from causal.config_problems import ConfigError, _join, _Problems
 from causal.config_schema import type_problems
 from causal.dml import ESTIMATORS
+from causal.roles import is_pattern
 from causal.validate_sensitivity import _check_sensitivity
 
 
@@ -391,6 +393,10 @@ def _check_columns(plain: Mapping, columns: list[str], problems: _Problems) -> N
     if "sensitivity" in steps and "misclassification" in (sens.get("analyses") or []):
         wanted.append(("sensitivity.misclassification.cluster", (sens.get("misclassification") or {}).get("cluster")))
     for key, col in wanted:
+        if key.startswith("roles.") and col is not None and is_pattern(str(col)):
+            if not any(fnmatch.fnmatchcase(c, str(col)) for c in present):
+                problems.add(key, f"the pattern {col!r} matches no column of the table")
+            continue
         if col is not None and col not in present:
             near = difflib.get_close_matches(str(col), sorted(present), n=1, cutoff=0.6)
             hint = f"; did you mean {near[0]!r}?" if near else ""

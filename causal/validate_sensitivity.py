@@ -3,12 +3,14 @@ misclassification correction), part of :func:`causal.validate.validate_config`."
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from causal.config_keys import ANALYSES, DEFAULT_ANALYSES, REFUTATIONS, allowed_keys
 from causal.config_problems import _Problems
+from causal.roles import is_pattern
 
 
 def _check_sensitivity(plain: Mapping, steps: list[str], problems: _Problems) -> None:
@@ -41,7 +43,11 @@ def _check_ovb(ovb: Mapping, roles: Any, problems: _Problems) -> None:
     roles = roles if isinstance(roles, Mapping) else {}
     confounders = roles.get("confounders") or []
     confounders = [confounders] if isinstance(confounders, str) else list(confounders)
-    absent = [b for b in ovb.get("benchmark_covariates") or [] if b not in confounders]
+    absent = [
+        b
+        for b in ovb.get("benchmark_covariates") or []
+        if b not in confounders and not any(is_pattern(c) and fnmatch.fnmatchcase(b, c) for c in confounders)
+    ]
     if absent:
         problems.add(
             "sensitivity.ovb.benchmark_covariates",

@@ -9,6 +9,7 @@ from typing import Any
 
 from causal.report import largest_levels
 from causal.reporting.html import MAX_TABLE_ROWS, ci, num, table
+from causal.reporting.numbers import sig
 from causal.reporting.planning import level, lift, percent
 from causal.reporting.text import population
 
@@ -24,10 +25,10 @@ def _planning_cells(effect: Mapping[str, Any], baseline: float | None, is_rate: 
             rel_text += f" [{percent(rel['ci_low'])}, {percent(rel['ci_high'])}]"
     scale = 100 if is_rate else 1
     est = effect.get("estimate")
-    ci_text = (
-        "–" if effect.get("ci_low") is None else f"[{scale * effect['ci_low']:+.3g}, {scale * effect['ci_high']:+.3g}]"
-    )
-    return (level(baseline, is_rate), "–" if est is None else f"{scale * est:+.3g}", ci_text, rel_text)
+    ci_text = "–"
+    if effect.get("ci_low") is not None:
+        ci_text = f"[{sig(scale * effect['ci_low'], signed=True)}, {sig(scale * effect['ci_high'], signed=True)}]"
+    return (level(baseline, is_rate), "–" if est is None else sig(scale * est, signed=True), ci_text, rel_text)
 
 
 def effects_table(results: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from causal.report import plot_label
 from causal.reporting.html import figure_png, pyplot
+from causal.reporting.numbers import sig
 
 Names = Callable[[Any], str]
 TRUTH_COLOUR = "#e31a1c"
@@ -71,8 +72,8 @@ def _fmt(effect: Mapping[str, Any] | None) -> str:
     if not effect or effect.get("estimate") is None:
         return "?"
     if effect.get("ci_low") is None:
-        return f"{effect['estimate']:.3g}"
-    return f"{effect['estimate']:.3g} [{effect['ci_low']:.3g}, {effect['ci_high']:.3g}]"
+        return sig(effect["estimate"])
+    return f"{sig(effect['estimate'])} [{sig(effect['ci_low'])}, {sig(effect['ci_high'])}]"
 
 
 def plot_mediation_diagram(

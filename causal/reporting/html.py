@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from causal.reporting.numbers import sig
+
 log = logging.getLogger(__name__)
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -44,7 +46,7 @@ def num(value: Any, digits: int = 4) -> str:
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
             return "–"
-        return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+        return sig(value, digits) if isinstance(value, float) else str(value)
     return html.escape(str(value))
 
 

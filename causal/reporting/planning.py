@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from causal.reporting.numbers import sig
+
 
 def baseline_block(y: np.ndarray, t: np.ndarray, groups: pd.DataFrame | None = None) -> dict[str, Any]:
     """Mean outcome of the control and treated units (overall and per group level) and whether it is a rate.
@@ -60,7 +62,7 @@ def lift(effect: Mapping[str, Any] | None, baseline: float | None) -> dict[str, 
 
 
 def _signed(value: float, digits: int) -> str:
-    return f"{value:+.{digits}g}" if abs(value) >= 1e-12 else "0"
+    return sig(value, digits, signed=True) if abs(value) >= 1e-12 else "0"
 
 
 def amount(value: float | None, is_rate: bool, digits: int = 3) -> str:
@@ -76,13 +78,13 @@ def level(value: float | None, is_rate: bool, digits: int = 3) -> str:
     """An outcome level: '12.4%' for a rate, else '0.124'."""
     if value is None or not math.isfinite(value):
         return "–"
-    return f"{100 * value:.{digits}g}%" if is_rate else f"{value:.{digits}g}"
+    return f"{sig(100 * value, digits)}%" if is_rate else sig(value, digits)
 
 
 def percent(value: float | None, digits: int = 2) -> str:
     if value is None or not math.isfinite(value):
         return "–"
-    return f"{100 * value:+.{digits}g}%"
+    return f"{sig(100 * value, digits, signed=True)}%"
 
 
 def effect_words(effect: Mapping[str, Any], baseline: float | None, is_rate: bool) -> str:
