@@ -33,6 +33,7 @@ from vision.box_convention import fit_box_scale  # noqa: E402
 from vision.cascade import DEFAULT_CASCADE_WEIGHTS, CascadeProposer, mtcnn_start, save_cascade  # noqa: E402
 from vision.evaluate import BOX_COLUMNS  # noqa: E402
 from vision.io import load_image  # noqa: E402
+from vision.synthetic_faces import cartoon_scene  # noqa: E402
 from vision.train_cascade import build_crops, mined_crops, train_stage  # noqa: E402
 from vision.train_detector import STYLES, build_samples, synthetic_background, train  # noqa: E402
 from vision.yunet import YuNetDetector  # noqa: E402
@@ -54,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cascade-out", type=Path, default=DEFAULT_CASCADE_WEIGHTS, help="cascade weights file to write")
     p.add_argument("--cascade-variants", type=int, default=4, help="random variants of each image for the cascade")
     p.add_argument("--cascade-epochs", type=int, default=6)
+    p.add_argument("--cartoons", type=int, default=300, help="procedural cartoon scenes added to the cascade's data")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=128)
@@ -186,6 +188,8 @@ def train_cascade(args: argparse.Namespace, images: list, train_ids: list[str], 
     gt_images = [(img, _rescaled(boxes, scale)) for img, boxes in images]
     rng = np.random.default_rng(args.seed + 2)
     backgrounds = [(synthetic_background(rng), np.zeros((0, 4))) for _ in range(args.negatives // 2)]
+    cartoons = [cartoon_scene(rng) for _ in range(args.cartoons)]
+    gt_images = gt_images + cartoons
     data = build_crops(gt_images + backgrounds, variants=args.cascade_variants, seed=args.seed)
     counts = {int(v): int((data.label == v).sum()) for v in (1, -1, 0)}
     log.info("cascade: %d random crops (%d faces, %d parts, %d non-faces)", len(data), *counts.values())
@@ -204,9 +208,11 @@ def train_cascade(args: argparse.Namespace, images: list, train_ids: list[str], 
     rnet, r_hist = train_stage(rnet, type(data).concat([data, mined]), size=24, **kw)
     meta = {
         "model": "MTCNN P-net and R-net (facenet-pytorch 2.5.3 weights) fine-tuned as a face proposer for artwork",
-        "data": "paintings_dev train split (vision/splits/paintings_dev.csv), random styles, stretches and tilts",
+        "data": "paintings_dev train split (vision/splits/paintings_dev.csv) and procedural cartoon scenes, random "
+        "styles, stretches and tilts",
         "n_train_images": len(train_ids),
         "n_synthetic_negatives": len(backgrounds),
+        "n_synthetic_cartoons": len(cartoons),
         "variants": args.cascade_variants,
         "crop_counts": {"random": counts, "pnet_mined": m_counts},
         "box_scale": fit,

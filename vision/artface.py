@@ -176,6 +176,27 @@ def unrotate(dets: FaceDetections, degrees: int, shape: tuple[int, int]) -> Face
     return FaceDetections(boxes.astype(np.float32), np.asarray(dets.probs), points.astype(np.float32))
 
 
+def merge_proposals(
+    proposals: FaceDetections, extra: FaceDetections, prior: float, overlap: float, top_k: int
+) -> tuple[FaceDetections, int]:
+    """YuNet's ``proposals`` followed by at most ``top_k`` of the cascade's ``extra`` boxes that overlap none of
+    them (IoU < ``overlap``), those scored ``prior`` with template landmarks; returns them and how many were added."""
+    from vision.cascade import template_landmarks
+
+    boxes = np.asarray(extra.boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) and len(proposals.probs):
+        boxes = boxes[box_iou(boxes, np.asarray(proposals.boxes, np.float64)).max(axis=1) < overlap]
+    boxes = boxes[:top_k]
+    if not len(boxes):
+        return proposals, 0
+    merged = FaceDetections(
+        boxes=np.concatenate([np.asarray(proposals.boxes, np.float32), boxes.astype(np.float32)]),
+        probs=np.concatenate([np.asarray(proposals.probs, np.float32), np.full(len(boxes), prior, np.float32)]),
+        landmarks=np.concatenate([np.asarray(proposals.landmarks, np.float32), template_landmarks(boxes)]),
+    )
+    return merged, len(boxes)
+
+
 class ArtFaceDetector(FaceDetector):
     """YuNet proposals re-scored and re-boxed by :class:`ArtNet` (see the module docstring).
 
@@ -329,20 +350,12 @@ class ArtFaceDetector(FaceDetector):
 
     def _refine_merged(self, image: np.ndarray, proposals: FaceDetections, extra: FaceDetections) -> FaceDetections:
         """YuNet's proposals plus the cascade's that overlap none of them, re-scored together."""
-        boxes = np.asarray(extra.boxes, dtype=np.float64).reshape(-1, 4)
-        if len(boxes) and len(proposals.probs):
-            boxes = boxes[box_iou(boxes, np.asarray(proposals.boxes, np.float64)).max(axis=1) < self.cascade_overlap]
-        boxes = boxes[: int(self.proposal_top_k)]
-        if not len(boxes):
-            return self.refine(image, proposals)
-        from vision.cascade import template_landmarks
-
-        merged = FaceDetections(
-            boxes=np.concatenate([proposals.boxes, boxes.astype(np.float32)]),
-            probs=np.concatenate([proposals.probs, np.full(len(boxes), self.cascade_prior, np.float32)]),
-            landmarks=np.concatenate([proposals.landmarks, template_landmarks(boxes)]),
+        merged, n_extra = merge_proposals(
+            proposals, extra, float(self.cascade_prior), float(self.cascade_overlap), int(self.proposal_top_k)
         )
-        steps = np.concatenate([np.full(len(proposals.probs), float(self.box_step)), np.ones(len(boxes))])
+        if n_extra == 0:
+            return self.refine(image, proposals)
+        steps = np.concatenate([np.full(len(proposals.probs), float(self.box_step)), np.ones(n_extra)])
         return self.refine(image, merged, steps)
 
     @torch.inference_mode()
