@@ -232,6 +232,8 @@ class ArtFaceDetector(FaceDetector):
         Long side each image is shrunk to for the cascade's P-net pyramid (its time grows with the square).
     cascade_min_face : int
         Smallest face the cascade looks for, in pixels of that shrunk image.
+    cascade_pnet_prob : float
+        P-net score above which a pyramid window goes on to R-net (the cascade's time is mostly R-net's crops).
     cascade_min_prob : float
         R-net score above which a cascade box is a proposal.
     cascade_prior : float
@@ -258,8 +260,9 @@ class ArtFaceDetector(FaceDetector):
         box_step: float = 0.5,
         weights_path: str | Path | None = None,
         cascade: bool = False,
-        cascade_size: int = 480,
-        cascade_min_face: int = 16,
+        cascade_size: int = 400,
+        cascade_min_face: int = 20,
+        cascade_pnet_prob: float = 0.8,
         cascade_min_prob: float = 0.8,
         cascade_prior: float = 0.02,
         cascade_overlap: float = 0.5,
@@ -279,6 +282,7 @@ class ArtFaceDetector(FaceDetector):
         self.cascade = cascade
         self.cascade_size = cascade_size
         self.cascade_min_face = cascade_min_face
+        self.cascade_pnet_prob = cascade_pnet_prob
         self.cascade_min_prob = cascade_min_prob
         self.cascade_prior = cascade_prior
         self.cascade_overlap = cascade_overlap
@@ -293,7 +297,7 @@ class ArtFaceDetector(FaceDetector):
         if not rotations or any(r % 90 for r in rotations):
             raise ValueError(f"vision.detector.rotations must be multiples of 90 degrees, got {self.rotations!r}")
         if self.cascade:
-            for name in ("cascade_min_prob", "cascade_prior", "cascade_overlap"):
+            for name in ("cascade_pnet_prob", "cascade_min_prob", "cascade_prior", "cascade_overlap"):
                 check_probability(getattr(self, name), name)
 
     def _build(self) -> None:
@@ -317,6 +321,7 @@ class ArtFaceDetector(FaceDetector):
             self.cascade_ = CascadeProposer(
                 detection_size=int(self.cascade_size),
                 min_face_size=int(self.cascade_min_face),
+                thresholds=(float(self.cascade_pnet_prob), 0.5),
                 min_prob=float(self.cascade_min_prob),
                 weights_path=self.cascade_weights,
                 device="cpu",
