@@ -1,6 +1,8 @@
-"""Train the artwork face re-scorer (vision/weights/artface_onet.npz) from paintings_dev's training split.
+"""Train the artwork face networks from paintings_dev's training split: the re-scorer
+(vision/weights/artface_onet.npz) and the optional proposal cascade (vision/weights/artface_cascade.npz).
 
-    python scripts/train_face_detector.py                       # reproduces the shipped weights (CPU, seed 0)
+    python scripts/train_face_detector.py                       # reproduces both shipped weights (CPU, seed 0)
+    python scripts/train_face_detector.py --stage onet          # only the re-scorer (--stage cascade: the cascade)
     python scripts/train_face_detector.py --labels-only outputs/labels   # only write the evaluation label files
     python scripts/train_face_detector.py --epochs 1 --limit 20 --out /tmp/w.npz   # a quick smoke run
 
@@ -8,8 +10,10 @@ Steps: read ``--data`` (paintings_dev: ``boxes.csv``, ``images/``) and the commi
 (``vision/splits/paintings_dev.csv``; the digests are checked, so a changed file stops the run); decode the training
 images as ``annotate`` does (long side <= 640); fit the box-convention factors with YuNet on them; build the crops
 of every style (:mod:`vision.train_detector`); fine-tune O-net; write the ``.npz`` with its metadata (data, split,
-factors, settings, losses). The held-out part is never read, except to write its label file for evaluation.
-On a machine with CUDA the training runs there (``--device``), the data preparation stays on the CPU.
+factors, settings, losses). Then the cascade (:mod:`vision.train_cascade`): random style/stretch/tilt variants of
+the same images plus procedural cartoon faces, P-net, then R-net with the P-net's boxes as hard negatives. The
+held-out part is never read, except to write its label file for evaluation. On a machine with CUDA the training
+runs there (``--device``), the data preparation stays on the CPU.
 """
 
 from __future__ import annotations
