@@ -1,6 +1,8 @@
-"""Train the artwork face re-scorer (vision/weights/artface_onet.npz) from paintings_dev's training split.
+"""Train the artwork face networks from paintings_dev's training split: the re-scorer
+(vision/weights/artface_onet.npz) and the optional proposal cascade (vision/weights/artface_cascade.npz).
 
-    python scripts/train_face_detector.py                       # reproduces the shipped weights (CPU, seed 0)
+    python scripts/train_face_detector.py                       # reproduces both shipped weights (CPU, seed 0)
+    python scripts/train_face_detector.py --stage onet          # only the re-scorer (--stage cascade: the cascade)
     python scripts/train_face_detector.py --labels-only outputs/labels   # only write the evaluation label files
     python scripts/train_face_detector.py --epochs 1 --limit 20 --out /tmp/w.npz   # a quick smoke run
 
@@ -8,8 +10,10 @@ Steps: read ``--data`` (paintings_dev: ``boxes.csv``, ``images/``) and the commi
 (``vision/splits/paintings_dev.csv``; the digests are checked, so a changed file stops the run); decode the training
 images as ``annotate`` does (long side <= 640); fit the box-convention factors with YuNet on them; build the crops
 of every style (:mod:`vision.train_detector`); fine-tune O-net; write the ``.npz`` with its metadata (data, split,
-factors, settings, losses). The held-out part is never read, except to write its label file for evaluation.
-On a machine with CUDA the training runs there (``--device``), the data preparation stays on the CPU.
+factors, settings, losses). Then the cascade (:mod:`vision.train_cascade`): random style/stretch/tilt variants of
+the same images plus procedural cartoon faces, P-net, then R-net with the P-net's boxes as hard negatives. The
+held-out part is never read, except to write its label file for evaluation. On a machine with CUDA the training
+runs there (``--device``), the data preparation stays on the CPU.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ sys.path.insert(0, str(ROOT))
 from vision.artdata import file_digest, read_paintings_dev, read_sample_labels, read_split  # noqa: E402
 from vision.artface import DEFAULT_WEIGHTS, save_weights  # noqa: E402
 from vision.box_convention import fit_box_scale  # noqa: E402
+from vision.cascade import DEFAULT_CASCADE_WEIGHTS, CascadeProposer, mtcnn_start, save_cascade  # noqa: E402
 from vision.evaluate import BOX_COLUMNS  # noqa: E402
 from vision.io import load_image  # noqa: E402
+from vision.synthetic_faces import cartoon_scene  # noqa: E402
+from vision.train_cascade import build_crops, mined_crops, train_stage  # noqa: E402
 from vision.train_detector import STYLES, build_samples, synthetic_background, train  # noqa: E402
 from vision.yunet import YuNetDetector  # noqa: E402
 
@@ -43,6 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="paintings_dev folder (boxes.csv, images/)")
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="weights file to write")
+    p.add_argument(
+        "--stage",
+        choices=["all", "onet", "cascade"],
+        default="all",
+        help="onet: the re-scorer; cascade: the P-net/R-net proposer; all: both (the shipped weights)",
+    )
+    p.add_argument("--cascade-out", type=Path, default=DEFAULT_CASCADE_WEIGHTS, help="cascade weights file to write")
+    p.add_argument("--cascade-variants", type=int, default=4, help="random variants of each image for the cascade")
+    p.add_argument("--cascade-epochs", type=int, default=6)
+    p.add_argument("--cartoons", type=int, default=300, help="procedural cartoon scenes added to the cascade's data")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=128)
@@ -127,23 +144,8 @@ def fit_scale(images: list, proposer: YuNetDetector) -> dict:
     return fit_box_scale(labels, faces, score_threshold=0.6)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.labels_only is not None:
-        write_eval_labels(args.labels_only, args.data)
-        return
-    if args.stylised_heldout is not None:
-        write_stylised_heldout(args.stylised_heldout, args.data)
-        return
-    import cv2
-
-    torch.set_num_threads(args.threads)
-    cv2.setNumThreads(args.threads)
-    images, train_ids = load_training_images(args.data, args.limit)
-    proposer = YuNetDetector(min_prob=args.proposal_min_prob, max_faces=args.proposal_top_k)
-    fit = fit_scale(images, proposer)
-    log.info("box convention: YuNet box = label box x (%.3f, %.3f) from %d pairs", fit["sx"], fit["sy"], fit["n_pairs"])
+def train_onet(args: argparse.Namespace, images: list, train_ids: list[str], fit: dict, proposer) -> None:
+    """The O-net re-scorer on YuNet's proposals (``--stage onet``)."""
     styles = [s for s in args.styles.split(",") if s]
     rng = np.random.default_rng(args.seed + 1)
     backgrounds = [(synthetic_background(rng), np.zeros((0, 4))) for _ in range(args.negatives)]
@@ -181,6 +183,81 @@ def main(argv: list[str] | None = None) -> None:
     path = save_weights(net, args.out, meta)
     print(json.dumps({k: v for k, v in meta.items() if k != "history"}, indent=1))
     print(f"final losses {history[-1] if history else None}; wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+def train_cascade(args: argparse.Namespace, images: list, train_ids: list[str], fit: dict) -> None:
+    """The P-net/R-net proposer (``--stage cascade``) on random variants of the training images (label boxes in
+    YuNet's convention) and of synthetic face-free backgrounds; R-net also on the trained P-net's boxes."""
+    scale = np.array([fit["sx"], fit["sy"], fit["sx"], fit["sy"]])
+    gt_images = [(img, _rescaled(boxes, scale)) for img, boxes in images]
+    rng = np.random.default_rng(args.seed + 2)
+    backgrounds = [(synthetic_background(rng), np.zeros((0, 4))) for _ in range(args.negatives // 2)]
+    cartoons = [cartoon_scene(rng) for _ in range(args.cartoons)]
+    gt_images = gt_images + cartoons
+    data = build_crops(gt_images + backgrounds, variants=args.cascade_variants, seed=args.seed)
+    counts = {int(v): int((data.label == v).sum()) for v in (1, -1, 0)}
+    log.info("cascade: %d random crops (%d faces, %d parts, %d non-faces)", len(data), *counts.values())
+    pnet, rnet = mtcnn_start()
+    kw = {"epochs": args.cascade_epochs, "seed": args.seed, "device": args.device}
+    pnet, p_hist = train_stage(pnet, data, size=12, **kw)
+    miner = CascadeProposer(thresholds=(0.5, 0.5)).use_networks(pnet, rnet)
+    mined = build_crops(
+        gt_images + backgrounds,
+        variants=1,
+        seed=args.seed + 100,
+        extra=lambda img, gt: mined_crops(img, gt, miner.pnet_boxes),
+    )
+    m_counts = {int(v): int((mined.label == v).sum()) for v in (1, -1, 0)}
+    log.info("cascade: %d P-net crops (%d faces, %d parts, %d non-faces)", len(mined), *m_counts.values())
+    rnet, r_hist = train_stage(rnet, type(data).concat([data, mined]), size=24, **kw)
+    meta = {
+        "model": "MTCNN P-net and R-net (facenet-pytorch 2.5.3 weights) fine-tuned as a face proposer for artwork",
+        "data": "paintings_dev train split (vision/splits/paintings_dev.csv) and procedural cartoon scenes, random "
+        "styles, stretches and tilts",
+        "n_train_images": len(train_ids),
+        "n_synthetic_negatives": len(backgrounds),
+        "n_synthetic_cartoons": len(cartoons),
+        "variants": args.cascade_variants,
+        "crop_counts": {"random": counts, "pnet_mined": m_counts},
+        "box_scale": fit,
+        "epochs": args.cascade_epochs,
+        "seed": args.seed,
+        "device": args.device,
+        "history": {"pnet": p_hist, "rnet": r_hist},
+    }
+    path = save_cascade(pnet, rnet, args.cascade_out, meta)
+    print(json.dumps({k: v for k, v in meta.items() if k != "history"}, indent=1))
+    print(f"final losses P {p_hist[-1]}, R {r_hist[-1]}; wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+def _rescaled(boxes: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Label boxes scaled about their centres by (sx, sy): the label convention to YuNet's."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    centre = np.column_stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2] * 2)
+    return centre + (b - centre) * scale
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.labels_only is not None:
+        write_eval_labels(args.labels_only, args.data)
+        return
+    if args.stylised_heldout is not None:
+        write_stylised_heldout(args.stylised_heldout, args.data)
+        return
+    import cv2
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    images, train_ids = load_training_images(args.data, args.limit)
+    proposer = YuNetDetector(min_prob=args.proposal_min_prob, max_faces=args.proposal_top_k)
+    fit = fit_scale(images, proposer)
+    log.info("box convention: YuNet box = label box x (%.3f, %.3f) from %d pairs", fit["sx"], fit["sy"], fit["n_pairs"])
+    if args.stage in ("all", "onet"):
+        train_onet(args, images, train_ids, fit, proposer)
+    if args.stage in ("all", "cascade"):
+        train_cascade(args, images, train_ids, fit)
 
 
 if __name__ == "__main__":

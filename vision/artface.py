@@ -16,6 +16,10 @@ that looks at each proposal again fixes both at little cost, as MTCNN's O-net do
    are YuNet's.
 4. Greedy NMS at ``nms_threshold`` on the new scores and boxes.
 5. Optionally (``rotations``) the whole detector also runs on the image turned by 90-degree steps.
+6. Optionally (``cascade``) a second proposer, MTCNN's P-net and R-net fine-tuned on stylised, stretched and tilted
+   artwork faces (:mod:`vision.cascade`), adds the faces YuNet never proposes (cartoon and line-drawn faces). Its
+   boxes that overlap no YuNet proposal (IoU < ``cascade_overlap``) join the proposals with the YuNet-score input
+   set to ``cascade_prior`` and take the network's box in full; the O-net decides as for the others.
 
 Weights are a NumPy ``.npz`` read with ``allow_pickle=False`` (no pickle), about 1.5 MB.
 """
@@ -34,6 +38,7 @@ import torch
 from torch import nn
 
 from vision.detector_base import FaceDetections, FaceDetector, check_probability
+from vision.evaluate import box_iou
 from vision.yunet import YuNetDetector, nms
 
 log = logging.getLogger(__name__)
@@ -171,6 +176,27 @@ def unrotate(dets: FaceDetections, degrees: int, shape: tuple[int, int]) -> Face
     return FaceDetections(boxes.astype(np.float32), np.asarray(dets.probs), points.astype(np.float32))
 
 
+def merge_proposals(
+    proposals: FaceDetections, extra: FaceDetections, prior: float, overlap: float, top_k: int
+) -> tuple[FaceDetections, int]:
+    """YuNet's ``proposals`` followed by at most ``top_k`` of the cascade's ``extra`` boxes that overlap none of
+    them (IoU < ``overlap``), those scored ``prior`` with template landmarks; returns them and how many were added."""
+    from vision.cascade import template_landmarks
+
+    boxes = np.asarray(extra.boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) and len(proposals.probs):
+        boxes = boxes[box_iou(boxes, np.asarray(proposals.boxes, np.float64)).max(axis=1) < overlap]
+    boxes = boxes[:top_k]
+    if not len(boxes):
+        return proposals, 0
+    merged = FaceDetections(
+        boxes=np.concatenate([np.asarray(proposals.boxes, np.float32), boxes.astype(np.float32)]),
+        probs=np.concatenate([np.asarray(proposals.probs, np.float32), np.full(len(boxes), prior, np.float32)]),
+        landmarks=np.concatenate([np.asarray(proposals.landmarks, np.float32), template_landmarks(boxes)]),
+    )
+    return merged, len(boxes)
+
+
 class ArtFaceDetector(FaceDetector):
     """YuNet proposals re-scored and re-boxed by :class:`ArtNet` (see the module docstring).
 
@@ -200,6 +226,22 @@ class ArtFaceDetector(FaceDetector):
         against 0.893 at 1 and 0.856 at 0, with the first weights; chosen on that part, so optimistic).
     weights_path : str or Path, optional
         The ``.npz`` weights; None uses ``vision/weights/artface_onet.npz``.
+    cascade : bool
+        Also propose with the fine-tuned P-net/R-net cascade (:class:`vision.cascade.CascadeProposer`).
+    cascade_size : int
+        Long side each image is shrunk to for the cascade's P-net pyramid (its time grows with the square).
+    cascade_min_face : int
+        Smallest face the cascade looks for, in pixels of that shrunk image.
+    cascade_pnet_prob : float
+        P-net score above which a pyramid window goes on to R-net (the cascade's time is mostly R-net's crops).
+    cascade_min_prob : float
+        R-net score above which a cascade box is a proposal.
+    cascade_prior : float
+        The YuNet score a cascade proposal is given in the stacked score (YuNet did not propose it).
+    cascade_overlap : float
+        A cascade box with IoU >= this with a YuNet proposal is dropped (YuNet's box and landmarks are kept).
+    cascade_weights : str or Path, optional
+        The cascade's ``.npz``; None uses ``vision/weights/artface_cascade.npz``.
     device : str
         Accepted for the common interface; the re-scoring runs on the CPU (a few crops per image).
     """
@@ -217,6 +259,14 @@ class ArtFaceDetector(FaceDetector):
         max_faces: int | None = 100,
         box_step: float = 0.5,
         weights_path: str | Path | None = None,
+        cascade: bool = False,
+        cascade_size: int = 400,
+        cascade_min_face: int = 20,
+        cascade_pnet_prob: float = 0.8,
+        cascade_min_prob: float = 0.8,
+        cascade_prior: float = 0.02,
+        cascade_overlap: float = 0.5,
+        cascade_weights: str | Path | None = None,
         device: Any = "auto",
     ):
         self.detection_size = detection_size
@@ -229,6 +279,14 @@ class ArtFaceDetector(FaceDetector):
         self.max_faces = max_faces
         self.box_step = box_step
         self.weights_path = weights_path
+        self.cascade = cascade
+        self.cascade_size = cascade_size
+        self.cascade_min_face = cascade_min_face
+        self.cascade_pnet_prob = cascade_pnet_prob
+        self.cascade_min_prob = cascade_min_prob
+        self.cascade_prior = cascade_prior
+        self.cascade_overlap = cascade_overlap
+        self.cascade_weights = cascade_weights
         self.device = device
 
     def _check_params(self) -> None:
@@ -238,6 +296,9 @@ class ArtFaceDetector(FaceDetector):
         rotations = [int(r) % 360 for r in self.rotations]
         if not rotations or any(r % 90 for r in rotations):
             raise ValueError(f"vision.detector.rotations must be multiples of 90 degrees, got {self.rotations!r}")
+        if self.cascade:
+            for name in ("cascade_pnet_prob", "cascade_min_prob", "cascade_prior", "cascade_overlap"):
+                check_probability(getattr(self, name), name)
 
     def _build(self) -> None:
         if getattr(self, "net_", None) is not None:
@@ -253,6 +314,18 @@ class ArtFaceDetector(FaceDetector):
             nms_threshold=self.nms_threshold,
             max_faces=int(self.proposal_top_k),
         )
+        self.cascade_ = None
+        if self.cascade:
+            from vision.cascade import CascadeProposer
+
+            self.cascade_ = CascadeProposer(
+                detection_size=int(self.cascade_size),
+                min_face_size=int(self.cascade_min_face),
+                thresholds=(float(self.cascade_pnet_prob), 0.5),
+                min_prob=float(self.cascade_min_prob),
+                weights_path=self.cascade_weights,
+                device="cpu",
+            )
         log.info("artface: YuNet proposals + %s (%s)", path.name, self.meta_.get("data", "?"))
 
     def _detect_batch(self, images: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[FaceDetections]:
@@ -261,7 +334,11 @@ class ArtFaceDetector(FaceDetector):
         for r in dict.fromkeys(rotations):
             turned = [np.ascontiguousarray(np.rot90(img, r // 90)) for img in images]
             proposals = self.yunet_.detect(turned)
-            found = [self.refine(img, p) for img, p in zip(turned, proposals, strict=True)]
+            if self.cascade_ is not None:
+                extra = self.cascade_.detect(turned)
+                found = [self._refine_merged(img, p, e) for img, p, e in zip(turned, proposals, extra, strict=True)]
+            else:
+                found = [self.refine(img, p) for img, p in zip(turned, proposals, strict=True)]
             per_rotation.append([unrotate(f, r, img.shape[:2]) for f, img in zip(found, images, strict=True)])
         if len(per_rotation) == 1:
             return per_rotation[0]
@@ -276,9 +353,20 @@ class ArtFaceDetector(FaceDetector):
             keep = keep[: int(self.max_faces)]
         return FaceDetections(boxes=boxes[keep], probs=probs[keep], landmarks=points[keep])
 
+    def _refine_merged(self, image: np.ndarray, proposals: FaceDetections, extra: FaceDetections) -> FaceDetections:
+        """YuNet's proposals plus the cascade's that overlap none of them, re-scored together."""
+        merged, n_extra = merge_proposals(
+            proposals, extra, float(self.cascade_prior), float(self.cascade_overlap), int(self.proposal_top_k)
+        )
+        if n_extra == 0:
+            return self.refine(image, proposals)
+        steps = np.concatenate([np.full(len(proposals.probs), float(self.box_step)), np.ones(n_extra)])
+        return self.refine(image, merged, steps)
+
     @torch.inference_mode()
-    def refine(self, image: np.ndarray, proposals: FaceDetections) -> FaceDetections:
-        """Re-score and re-box one image's YuNet proposals."""
+    def refine(self, image: np.ndarray, proposals: FaceDetections, steps: np.ndarray | None = None) -> FaceDetections:
+        """Re-score and re-box one image's proposals (``steps``: a ``box_step`` per proposal; default the
+        parameter)."""
         self._build()
         if len(proposals.probs) == 0:
             return FaceDetections.empty()
@@ -288,7 +376,8 @@ class ArtFaceDetector(FaceDetector):
         logit, reg = self.net_(to_input(crop_squares(image, squares)), yunet_logit)
         scores = torch.sigmoid(logit).double().numpy()
         # Move each box only part of the way the network says: its regression is noisy on one crop.
-        boxes = start + float(self.box_step) * (apply_regression(squares, reg.double().numpy()) - start)
+        step = float(self.box_step) if steps is None else np.asarray(steps, dtype=np.float64)[:, None]
+        boxes = start + step * (apply_regression(squares, reg.double().numpy()) - start)
         h, w = image.shape[:2]
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
