@@ -66,10 +66,12 @@ def test_with_the_cascade_a_photo_keeps_yunets_face_and_landmarks(repo_root, ast
     np.testing.assert_allclose(faces.landmarks[0], ref.landmarks[0], atol=1.0)
 
 
-def test_cascade_off_is_the_default_and_empty_images_stay_empty(repo_root):
+def test_the_default_detector_runs_the_cascade_and_empty_images_stay_empty(repo_root):
     with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
-        cfg = compose(config_name="annotate", overrides=["vision/detector=artface"])
-    assert cfg.vision.detector.cascade is False
+        shipped = compose(config_name="annotate")
+        plain = compose(config_name="annotate", overrides=["vision/detector=artface"])
+    assert shipped.vision.detector.cascade is True  # the shipped default: artface_cascade
+    assert plain.vision.detector.cascade is False
     [faces] = cascade_detector(repo_root).detect([np.full((200, 300, 3), 128, np.uint8)])
     assert len(faces) == 0
 
