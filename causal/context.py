@@ -69,6 +69,17 @@ class RunContext:
         extra = [c for c in ds.X.columns if c not in ds.W.columns]
         return pd.concat([ds.W, ds.X[extra]], axis=1) if extra else ds.W
 
+    @cached_property
+    def clusters(self) -> np.ndarray | None:
+        """Cluster labels of every row (the ``nuisance.cluster`` column, which defaults to ``data.cluster``), or
+        ``None``: folds keep a cluster together and the AIPW standard errors are cluster-robust."""
+        cluster = (to_plain(_node(self.cfg, "nuisance")) or {}).get("cluster")
+        if not cluster:
+            return None
+        if cluster not in self.dataset.frame.columns:
+            raise ValueError(f"config key nuisance.cluster: no column {cluster!r} in {self.dataset.source}")
+        return self.dataset.frame[cluster].to_numpy()
+
     @property
     def nuisance(self) -> CrossFitNuisance:
         """The cross-fitted nuisance models, fitted on first access (on all rows) and cached."""
@@ -76,9 +87,7 @@ class RunContext:
             start = time.perf_counter()
             node = to_plain(_node(self.cfg, "nuisance")) or {}
             model = nuisance_from_config(node, seed=self.seed)
-            cluster = node.get("cluster")
-            groups = self.dataset.frame[cluster].to_numpy() if cluster else None
-            self._nuisance = model.fit(self.features, self.dataset.t, self.dataset.y, groups=groups)
+            self._nuisance = model.fit(self.features, self.dataset.t, self.dataset.y, groups=self.clusters)
             self.timings["nuisance"] = time.perf_counter() - start
             self.timings.update({f"nuisance_{k}": v for k, v in model.seconds_.items()})
             self.results["nuisance"] = model.summary()

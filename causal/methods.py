@@ -104,6 +104,7 @@ def estimate_all(
     n_neighbors: int = DEFAULT_NEIGHBORS,
     variance_neighbors: int = DEFAULT_VARIANCE_NEIGHBORS,
     bias_correction: bool = True,
+    groups: np.ndarray | None = None,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """The estimators that need only the nuisances (every method but the two EconML ones).
 
@@ -114,6 +115,8 @@ def estimate_all(
         Cross-fitted nuisances; the AIPW entries aggregate the repeats (median), the others use their mean.
     include : tuple of str
         Method names (:data:`METHODS`); the EconML ones are skipped here.
+    groups : ndarray of shape (n,), optional
+        Cluster labels: the AIPW entries' standard errors are cluster-robust (as the headline's).
 
     Returns
     -------
@@ -130,7 +133,7 @@ def estimate_all(
     for kind in ("ate", "att"):
         name = f"aipw_{kind}"
         if name in include:
-            rec, scores = estimands.aipw(kind, y, t, e_all, mu1_all, mu0_all, clip=clip, alpha=alpha)
+            rec, scores = estimands.aipw(kind, y, t, e_all, mu1_all, mu0_all, clip=clip, alpha=alpha, groups=groups)
             out[name] = _record(rec, kind, method="AIPW (doubly robust)", n_clipped=rec["n_clipped"])
             parts[name] = scores
         name = f"ipw_{kind}"
@@ -204,6 +207,7 @@ def run_step(ctx: Any) -> None:
         n_neighbors=int(opts.get("n_neighbors", DEFAULT_NEIGHBORS)),
         variance_neighbors=int(opts.get("variance_neighbors", DEFAULT_VARIANCE_NEIGHBORS)),
         bias_correction=bool(opts.get("bias_correction", True)),
+        groups=None if ctx.clusters is None else ctx.clusters[keep],
     )  # fmt: skip
     more, more_parts = econml_entries(ctx, include, ctx.alpha)
     estimates.update(more)
