@@ -170,6 +170,7 @@ def aipw(
         n_clipped.append(moved)
         scores += s / len(arrays[0])
     theta, se = aggregate(np.array(thetas), np.array(ses))
+    clusters = {} if groups is None else {"n_clusters": int(len(np.unique(np.asarray(groups))))}
     record = effect(
         theta,
         se,
@@ -179,11 +180,12 @@ def aipw(
         estimand=kind,
         population=POPULATIONS[kind],
         method=f"AIPW ({kind.upper() if kind != 'ate_overlap' else 'ATE on the overlap population'}) with "
-        "per-arm outcome predictions",
+        "per-arm outcome predictions"
+        + (f"; standard error robust to {clusters['n_clusters']} clusters" if clusters else ""),
         n_clipped=int(n_clipped[0]),
         clip=float(clip),
         repeats=len(thetas),
         estimates_by_repeat=[float(v) for v in thetas],
-        **({} if groups is None else {"n_clusters": int(len(np.unique(np.asarray(groups))))}),
+        **clusters,
     )
     return record, scores
