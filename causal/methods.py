@@ -214,6 +214,7 @@ def run_step(ctx: Any) -> None:
     parts.update(more_parts)
     ctx.results["estimates_by_method"] = {name: estimates[name] for name in METHODS if name in estimates}
     ctx.results["agreement"] = agreement_test(
-        estimates, parts, reference=opts.get("reference") or None, alpha=ctx.alpha
-    )
+        estimates, parts, reference=opts.get("reference") or None, alpha=ctx.alpha,
+        groups=None if ctx.clusters is None else ctx.clusters[keep],
+    )  # fmt: skip
     return None

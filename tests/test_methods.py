@@ -205,3 +205,14 @@ def test_a_noisy_method_far_but_undetectably_so_does_not_make_a_close_difference
     result = agreement_test(estimates, parts)
     assert result["p_value"] < 1e-6 and abs(result["differences"]["ipw_ate"]["z"]) < 1.96
     assert result["verdict"] == "close" and result["largest_difference_in_se"] < 0.25
+
+
+def test_agreement_with_one_unit_per_cluster_is_the_plain_test_and_clusters_widen_it():
+    y, t, arms = design(1)
+    estimates, parts = estimate_all(y, t, arms)
+    plain = agreement_test(estimates, parts)
+    singletons = agreement_test(estimates, parts, groups=np.arange(len(y)))
+    assert singletons["statistic"] == pytest.approx(plain["statistic"], rel=1e-9)
+    # Pairs of units as clusters: a different (cluster-robust) covariance, so a different statistic, same df.
+    paired = agreement_test(estimates, parts, groups=np.arange(len(y)) // 2)
+    assert paired["df"] == plain["df"] and paired["statistic"] != pytest.approx(plain["statistic"], rel=1e-6)
