@@ -71,14 +71,23 @@ class RunContext:
 
     @cached_property
     def clusters(self) -> np.ndarray | None:
-        """Cluster labels of every row (the ``nuisance.cluster`` column, which defaults to ``data.cluster``), or
-        ``None``: folds keep a cluster together and the AIPW standard errors are cluster-robust."""
-        cluster = (to_plain(_node(self.cfg, "nuisance")) or {}).get("cluster")
-        if not cluster:
+        """Cluster labels of every row for cluster-robust AIPW standard errors: the ``data.cluster`` column, else
+        the ``nuisance.cluster`` one; ``None`` when neither is set (independent rows)."""
+        labels = self._column("data", "cluster")
+        return self._column("nuisance", "cluster") if labels is None else labels
+
+    @cached_property
+    def fold_groups(self) -> np.ndarray | None:
+        """Labels whose rows the cross-fit keeps in one fold (``nuisance.cluster``), or ``None``."""
+        return self._column("nuisance", "cluster")
+
+    def _column(self, node: str, key: str) -> Any:
+        name = (to_plain(_node(self.cfg, node)) or {}).get(key)
+        if not name:
             return None
-        if cluster not in self.dataset.frame.columns:
-            raise ValueError(f"config key nuisance.cluster: no column {cluster!r} in {self.dataset.source}")
-        return self.dataset.frame[cluster].to_numpy()
+        if name not in self.dataset.frame.columns:
+            raise ValueError(f"config key {node}.{key}: no column {name!r} in {self.dataset.source}")
+        return self.dataset.frame[name].to_numpy()
 
     @property
     def nuisance(self) -> CrossFitNuisance:
@@ -87,7 +96,7 @@ class RunContext:
             start = time.perf_counter()
             node = to_plain(_node(self.cfg, "nuisance")) or {}
             model = nuisance_from_config(node, seed=self.seed)
-            self._nuisance = model.fit(self.features, self.dataset.t, self.dataset.y, groups=self.clusters)
+            self._nuisance = model.fit(self.features, self.dataset.t, self.dataset.y, groups=self.fold_groups)
             self.timings["nuisance"] = time.perf_counter() - start
             self.timings.update({f"nuisance_{k}": v for k, v in model.seconds_.items()})
             self.results["nuisance"] = model.summary()

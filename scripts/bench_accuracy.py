@@ -56,9 +56,11 @@ def project(rep: Replication, seed: int, overrides: list[str]) -> dict[str, tupl
 
     x, t, y = rep.x, rep.t, rep.y
     cfg = compose([f"seed={seed}", f"estimand={rep.estimand}", *overrides])
-    # As the pipeline: clusters (folds and standard errors) where the data declare them and nuisance.cluster is set.
-    groups = rep.clusters if cfg.nuisance.get("cluster") else None
-    nuis = from_config(to_plain(cfg.nuisance), seed=seed).fit(x, t, y, groups=groups)
+    # As the pipeline: folds by cluster with nuisance.cluster, cluster-robust errors with data.cluster (the
+    # simulator's titles; the other setups have none).
+    groups = rep.clusters if cfg.data.get("cluster") or cfg.nuisance.get("cluster") else None
+    folds = rep.clusters if cfg.nuisance.get("cluster") else None
+    nuis = from_config(to_plain(cfg.nuisance), seed=seed).fit(x, t, y, groups=folds)
     arms = (nuis.propensity_repeats_, nuis.outcome_treated_repeats_, nuis.outcome_control_repeats_)
     clip = float(to_plain(cfg.dml).get("clip", estimands.DEFAULT_CLIP))
     variants = {"project": (arms, clip), "project_repeats1": (tuple(a[:1] for a in arms), clip)}
