@@ -87,7 +87,8 @@ class RunContext:
             return None
         if name not in self.dataset.frame.columns:
             raise ValueError(f"config key {node}.{key}: no column {name!r} in {self.dataset.source}")
-        return self.dataset.frame[name].to_numpy()
+        codes, _ = pd.factorize(self.dataset.frame[name], use_na_sentinel=False)  # integer labels: cheap to sort
+        return codes
 
     @property
     def nuisance(self) -> CrossFitNuisance:
