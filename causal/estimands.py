@@ -16,8 +16,8 @@ cross-fitted propensity e(x) and the outcome of each arm, mu1(x) = E[Y | T=1, x]
 
 The estimate is the mean of psi; its standard error the standard deviation of the influence function
 (psi_i - theta for the ATE; psi_i - t_i theta / p for the ATT) over sqrt(n). Neither depends on any CATE model.
-With cluster labels (``nuisance.cluster``, which defaults to ``data.cluster``: the simulator's titles, whose
-artworks share a title-level shock) the variance is cluster-robust: the influence is summed within each cluster,
+With cluster labels (``data.cluster``, e.g. the simulator's titles, whose artworks share a title-level shock; else
+``nuisance.cluster``) the variance is cluster-robust: the influence is summed within each cluster,
 var = G / (G - 1) * sum_g (sum_{i in g} IF_i)^2 / n^2 over G clusters (with one unit per cluster: the plain one).
 
 Extreme propensities (the documented rule): e is clipped to [clip, 1 - clip] (``dml.clip``, default 0.05; for the
