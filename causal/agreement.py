@@ -65,6 +65,7 @@ def agreement_test(
     *,
     reference: str | None = None,
     alpha: float = 0.05,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Joint test that every estimator estimates the same effect as its reference (module docstring).
 
@@ -78,6 +79,8 @@ def agreement_test(
         One reference for all methods of its estimand; default ``aipw_ate`` / ``aipw_att`` by estimand.
     alpha : float
         Level of the test.
+    groups : ndarray of shape (n,), optional
+        Cluster labels: the covariance of the mean differences is cluster-robust (as the AIPW intervals).
 
     Returns
     -------
@@ -109,13 +112,12 @@ def agreement_test(
     if not names:
         out["sentence"] = "Fewer than two estimators with per-unit contributions: agreement not tested."
         return out
-    n = d.shape[0]
     mean = d.mean(axis=0)
-    cov = np.atleast_2d(np.cov(d, rowvar=False))
-    se = np.sqrt(np.diag(cov) / n)
+    cov = _cov_of_mean(d, groups)
+    se = np.sqrt(np.diag(cov))
     z = np.divide(mean, se, out=np.zeros_like(mean), where=se > 0)
     rank = int(np.linalg.matrix_rank(cov))
-    stat = float(n * mean @ np.linalg.pinv(cov) @ mean) if rank else 0.0
+    stat = float(mean @ np.linalg.pinv(cov) @ mean) if rank else 0.0
     p = float(stats.chi2.sf(stat, rank)) if rank else 1.0
     out.update(statistic=stat, df=rank, p_value=p, verdict="agree" if p >= alpha else "disagree")
     out["max_abs_z"] = float(np.max(np.abs(z)))
@@ -132,6 +134,20 @@ def agreement_test(
     }
     out["sentence"] = _sentence(out, estimates)
     return out
+
+
+def _cov_of_mean(d: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Covariance of the column means of ``d`` (n, k): the sample covariance over n, or cluster-robust
+    (G / (G - 1) * sum_g S_g S_g' / n^2, S_g the within-cluster sums of the centred rows) with ``groups``."""
+    n = d.shape[0]
+    if groups is None:
+        return np.atleast_2d(np.cov(d, rowvar=False)) / n
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    centred = d - d.mean(axis=0)
+    sums = np.zeros((int(codes.max()) + 1, d.shape[1]))
+    np.add.at(sums, codes.ravel(), centred)
+    n_groups = sums.shape[0]
+    return np.atleast_2d(n_groups / (n_groups - 1) * sums.T @ sums) / n**2
 
 
 def _largest_difference_in_se(

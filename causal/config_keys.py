@@ -63,11 +63,12 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "nuisance.grid": frozenset({"classifier", "regressor"}),
     "data.table": frozenset(
         {"name", "path", "images", "id_column", "max_lost_fraction", "outcome_derived", "query", "prepare"}
-        | {"randomised_column"}
+        | {"randomised_column", "cluster"}
     ),
     # data.simulated / data.sample: these plus simulate_catalog's keyword arguments (see _simulator_keys).
     "data.simulated": frozenset(
         {"name", "prepare", "features_path", "seed", "outcome_derived", "query", "randomised_column", "components"}
+        | {"cluster"}
     ),
     "discover": frozenset(
         {"features", "exclude", "top_k", "alpha", "learner", "folds", "min_arm", "bins", "bands", "use_ray"}

@@ -69,6 +69,27 @@ class RunContext:
         extra = [c for c in ds.X.columns if c not in ds.W.columns]
         return pd.concat([ds.W, ds.X[extra]], axis=1) if extra else ds.W
 
+    @cached_property
+    def clusters(self) -> np.ndarray | None:
+        """Cluster labels of every row for cluster-robust AIPW standard errors: the ``data.cluster`` column, else
+        the ``nuisance.cluster`` one; ``None`` when neither is set (independent rows)."""
+        labels = self._column("data", "cluster")
+        return self._column("nuisance", "cluster") if labels is None else labels
+
+    @cached_property
+    def fold_groups(self) -> np.ndarray | None:
+        """Labels whose rows the cross-fit keeps in one fold (``nuisance.cluster``), or ``None``."""
+        return self._column("nuisance", "cluster")
+
+    def _column(self, node: str, key: str) -> Any:
+        name = (to_plain(_node(self.cfg, node)) or {}).get(key)
+        if not name:
+            return None
+        if name not in self.dataset.frame.columns:
+            raise ValueError(f"config key {node}.{key}: no column {name!r} in {self.dataset.source}")
+        codes, _ = pd.factorize(self.dataset.frame[name], use_na_sentinel=False)  # integer labels: cheap to sort
+        return codes
+
     @property
     def nuisance(self) -> CrossFitNuisance:
         """The cross-fitted nuisance models, fitted on first access (on all rows) and cached."""
@@ -76,9 +97,7 @@ class RunContext:
             start = time.perf_counter()
             node = to_plain(_node(self.cfg, "nuisance")) or {}
             model = nuisance_from_config(node, seed=self.seed)
-            cluster = node.get("cluster")
-            groups = self.dataset.frame[cluster].to_numpy() if cluster else None
-            self._nuisance = model.fit(self.features, self.dataset.t, self.dataset.y, groups=groups)
+            self._nuisance = model.fit(self.features, self.dataset.t, self.dataset.y, groups=self.fold_groups)
             self.timings["nuisance"] = time.perf_counter() - start
             self.timings.update({f"nuisance_{k}": v for k, v in model.seconds_.items()})
             self.results["nuisance"] = model.summary()

@@ -187,7 +187,8 @@ def _estimands(ctx: RunContext, clip: float) -> None:
         if mask is None:
             continue
         arms = tuple(a[:, mask] for a in _arms(nuis))
-        out[kind], _ = estimands.aipw(kind, ds.y[mask], ds.t[mask], *arms, clip=clip, alpha=ctx.alpha)
+        groups = None if ctx.clusters is None else ctx.clusters[mask]
+        out[kind], _ = estimands.aipw(kind, ds.y[mask], ds.t[mask], *arms, clip=clip, alpha=ctx.alpha, groups=groups)
     chosen = estimand_of(ctx.cfg)
     if chosen not in out:
         raise ValueError(f"config key estimand={chosen}: needs the overlap step in `steps`")

@@ -55,8 +55,11 @@ def _record(rec: Mapping[str, Any], estimand: str, **extra: Any) -> dict[str, An
     return {**{k: float(rec[k]) for k in keep}, "estimand": estimand, **extra}
 
 
-def ipw(kind: str, y: np.ndarray, t: np.ndarray, e: np.ndarray, alpha: float = 0.05) -> tuple[dict, np.ndarray]:
-    """Normalised (Hajek) IPW estimate of the ``ate`` or ``att``; ``e`` already clipped.
+def ipw(
+    kind: str, y: np.ndarray, t: np.ndarray, e: np.ndarray, alpha: float = 0.05, groups: np.ndarray | None = None
+) -> tuple[dict, np.ndarray]:
+    """Normalised (Hajek) IPW estimate of the ``ate`` or ``att``; ``e`` already clipped; cluster-robust standard
+    error with ``groups`` (cluster labels, shape (n,)).
 
     Returns
     -------
@@ -66,27 +69,33 @@ def ipw(kind: str, y: np.ndarray, t: np.ndarray, e: np.ndarray, alpha: float = 0
         theta + influence function per unit (their mean is theta).
     """
     y, t = np.asarray(y, dtype=np.float64), np.asarray(t, dtype=np.float64)
-    n = len(y)
     w1 = t / e if kind == "ate" else t
     w0 = (1 - t) / (1 - e) if kind == "ate" else (1 - t) * e / (1 - e)
     m1, m0 = np.sum(w1 * y) / np.sum(w1), np.sum(w0 * y) / np.sum(w0)
     theta = float(m1 - m0)
     # Each arm's weighted mean is a ratio estimator: its influence is w (y - m) / mean(w) (e treated as known).
     influence = w1 * (y - m1) / np.mean(w1) - w0 * (y - m0) / np.mean(w0)
-    se = float(np.sqrt(np.sum(influence**2) / (n - 1) / n))
+    se = estimands.mean_stderr(influence, groups)
     return dml.effect(theta, se, alpha), theta + influence
 
 
 def t_learner(
-    y: np.ndarray, t: np.ndarray, e: np.ndarray, mu1: np.ndarray, mu0: np.ndarray, alpha: float = 0.05
+    y: np.ndarray,
+    t: np.ndarray,
+    e: np.ndarray,
+    mu1: np.ndarray,
+    mu0: np.ndarray,
+    alpha: float = 0.05,
+    groups: np.ndarray | None = None,
 ) -> tuple[dict, np.ndarray]:
-    """Outcome-regression estimate mean(mu1 - mu0) with the AIPW influence-function standard error.
+    """Outcome-regression estimate mean(mu1 - mu0) with the AIPW influence-function standard error (cluster-robust
+    with ``groups``).
 
     Returns the record and the contributions mu1 - mu0.
     """
     plug_in = np.asarray(mu1 - mu0, dtype=np.float64)
     scores = estimands.ate_scores(y, t, e, mu1, mu0)
-    se = float(np.std(scores, ddof=1) / np.sqrt(len(scores)))
+    se = estimands.mean_stderr(scores - scores.mean(), groups)
     return dml.effect(float(plug_in.mean()), se, alpha), plug_in
 
 
@@ -110,6 +119,7 @@ def estimate_all(
     variance_neighbors: int = DEFAULT_VARIANCE_NEIGHBORS,
     bias_correction: bool = True,
     t_learner_arms: tuple[np.ndarray, np.ndarray] | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """The estimators that need only the nuisances (every method but the two EconML ones).
 
@@ -122,6 +132,8 @@ def estimate_all(
         Method names (:data:`METHODS`); the EconML ones are skipped here.
     t_learner_arms : (mu1, mu0), each of shape (repeats, n) or (n,), optional
         Per-arm outcome predictions for the T-learner when ``arms`` holds a pooled model's; default ``arms``'.
+    groups : ndarray of shape (n,), optional
+        Cluster labels: the AIPW entries' standard errors are cluster-robust (as the headline's).
 
     Returns
     -------
@@ -138,13 +150,13 @@ def estimate_all(
     for kind in ("ate", "att"):
         name = f"aipw_{kind}"
         if name in include:
-            rec, scores = estimands.aipw(kind, y, t, e_all, mu1_all, mu0_all, clip=clip, alpha=alpha)
+            rec, scores = estimands.aipw(kind, y, t, e_all, mu1_all, mu0_all, clip=clip, alpha=alpha, groups=groups)
             out[name] = _record(rec, kind, method="AIPW (doubly robust)", n_clipped=rec["n_clipped"])
             parts[name] = scores
         name = f"ipw_{kind}"
         if name in include:
             e_c, _ = estimands.clip_propensity(e, clip, upper_only=kind == "att")
-            rec, parts[name] = ipw(kind, y, t, e_c, alpha)
+            rec, parts[name] = ipw(kind, y, t, e_c, alpha, groups)
             out[name] = _record(rec, kind, method="normalised inverse propensity weighting (Hajek)")
         name = f"matching_{kind}"
         if name in include:
@@ -158,7 +170,7 @@ def estimate_all(
     if "t_learner_ate" in include:
         e_c, _ = estimands.clip_propensity(e, clip)
         t1, t0 = (mu1, mu0) if t_learner_arms is None else (np.atleast_2d(a).mean(axis=0) for a in t_learner_arms)
-        rec, parts["t_learner_ate"] = t_learner(y, t, e_c, t1, t0, alpha)
+        rec, parts["t_learner_ate"] = t_learner(y, t, e_c, t1, t0, alpha, groups)
         out["t_learner_ate"] = _record(
             rec, "ate", method="T-learner: mean of mu1(x) - mu0(x), one outcome model per arm"
         )
@@ -220,12 +232,14 @@ def run_step(ctx: Any) -> None:
         n_neighbors=int(opts.get("n_neighbors", DEFAULT_NEIGHBORS)),
         variance_neighbors=int(opts.get("variance_neighbors", DEFAULT_VARIANCE_NEIGHBORS)),
         bias_correction=bool(opts.get("bias_correction", True)),
+        groups=None if ctx.clusters is None else ctx.clusters[keep],
     )  # fmt: skip
     more, more_parts = econml_entries(ctx, include, ctx.alpha)
     estimates.update(more)
     parts.update(more_parts)
     ctx.results["estimates_by_method"] = {name: estimates[name] for name in METHODS if name in estimates}
     ctx.results["agreement"] = agreement_test(
-        estimates, parts, reference=opts.get("reference") or None, alpha=ctx.alpha
-    )
+        estimates, parts, reference=opts.get("reference") or None, alpha=ctx.alpha,
+        groups=None if ctx.clusters is None else ctx.clusters[keep],
+    )  # fmt: skip
     return None

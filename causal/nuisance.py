@@ -354,7 +354,9 @@ class CrossFitNuisance(BaseEstimator):
 
     def _folds(self, n: int, t: np.ndarray, groups: np.ndarray | None, r: int) -> list[tuple[np.ndarray, np.ndarray]]:
         name = "crossfit" if r == 0 else f"crossfit_{r}"
-        return make_folds(n, n_folds=self.n_folds, seed=derive_seed(self.random_state, name), stratify=t, groups=groups)
+        seed = derive_seed(self.random_state, name)
+        # Clusters go to folds at random (seeded), so repeated cross-fits get different splits.
+        return make_folds(n, n_folds=self.n_folds, seed=seed, stratify=t, groups=groups, shuffle_groups=True)
 
     def _predict_role(
         self, role: str, name: str, features: np.ndarray, t: np.ndarray, y: np.ndarray, folds: Any, tag: str

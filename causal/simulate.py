@@ -298,6 +298,7 @@ _NON_SIMULATOR_KEYS = (
     "query",
     "randomised_column",
     "components",
+    "cluster",
 )
 
 

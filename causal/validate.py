@@ -384,6 +384,9 @@ def _check_columns(plain: Mapping, columns: list[str], problems: _Problems) -> N
             ("roles.mediator", roles.get("mediator")),
             ("mediation.cluster", (plain.get("mediation") or {}).get("cluster")),
         ]
+    if set(steps) & {"overlap", "dml", "methods", "calibration", "sensitivity"}:  # the steps that fit nuisances
+        wanted.append(("nuisance.cluster", (plain.get("nuisance") or {}).get("cluster")))
+        wanted.append(("data.cluster", (plain.get("data") or {}).get("cluster")))
     if "screening" in steps:
         features = (plain.get("screening") or {}).get("features")
         wanted += [("screening.features", col) for col in ([features] if isinstance(features, str) else features or [])]

@@ -1,35 +1,30 @@
-"""Accuracy of the ATE (and mediation) against a known truth: the project's defaults beside hand-written peers.
+"""Accuracy of the ATE / ATT (and mediation) against a known truth: the project's defaults beside hand-written peers.
 
     python scripts/bench_accuracy.py                                   # every setup, n = 500 and 2000, 20 seeds
     python scripts/bench_accuracy.py --setups nw_a kang_schafer --sizes 500 --seeds 5          # a quick look
     python scripts/bench_accuracy.py --setups simulator --sizes 20000 --seeds 5
+    python scripts/bench_accuracy.py --setups lalonde_cps --seeds 5    # job training: the experimental ATT
     python scripts/bench_accuracy.py --mediation --seeds 20            # mediation under non-linear confounding
 
-Setups (all offline, truth known; the target is the sample ATE, the mean of the units' true effects):
+Setups (all offline; scripts/accuracy_setups.py): Nie & Wager A-D, Kang & Schafer, the project's simulator, IHDP
+surface B (synthetic: the target is the sample ATE, the mean of the units' true effects) and LaLonde's NSW trainees
+against CPS controls (``lalonde_cps``: the target is the experimental ATT, 1,794 [553, 3,035]).
 
-* ``nw_a`` .. ``nw_d`` -- Nie & Wager (2021) setups A-D as in causalml's ``synthetic_data(mode=1..4)``, p = 6,
-  sigma = 1: A difficult nuisance, easy effect; B randomised trial; C easy propensity, difficult baseline, constant
-  effect; D unrelated treatment and control arms.
-* ``kang_schafer`` -- Kang & Schafer (2007): the learners see only the transformed covariates; effect
-  10 + 5 Z1 (varies with the propensity, so the ATE differs from a variance-weighted average).
-* ``simulator`` -- the project's simulated catalog (``causal.simulate``) with n artworks, its encoded confounders.
-* ``ihdp_b`` -- Hill (2011) response surface B on the IHDP covariates (747 children, 25 covariates, treated
-  children of non-white mothers removed), as shipped with EconML (``econml.data.dgps.ihdp_surface_B``); the seed
-  draws the coefficients and the noise; n is always 747.
+Methods, each on the same data matrix and the setup's estimand (ATE, or ATT for ``lalonde_cps``):
 
-Methods, each on the same data matrix:
-
-* ``project`` -- the shipped defaults (conf/config.yaml composed with no override): ``causal.nuisance`` learner
-  choice and repeats, then the ``estimand=ate`` AIPW of ``causal.estimands`` (what ``results.ate`` reports);
-* ``doubleml_lasso`` / ``doubleml_rf`` -- DoubleML ``DoubleMLIRM`` (5 folds) with LassoCV + LogisticRegressionCV,
-  or random forests (100 trees);
+* ``project`` -- the shipped defaults (conf/config.yaml composed with no override but ``estimand``):
+  ``causal.nuisance`` learner choice and repeats, then the AIPW of ``causal.estimands`` (what ``results.ate`` /
+  ``results.estimands.att`` report);
+* ``doubleml_lasso`` / ``doubleml_rf`` -- DoubleML ``DoubleMLIRM`` (5 folds; score ``ATE`` or ``ATTE``) with
+  LassoCV + LogisticRegressionCV, or random forests (100 trees);
 * ``econml_forest`` -- EconML ``CausalForestDML`` with its default (automatically chosen) nuisance models,
-  ``ate_`` and ``ate_stderr_``;
-* ``econml_dr`` -- EconML ``LinearDRLearner`` defaults, ``ate_inference``.
+  ``ate_`` / ``att_`` and their standard errors;
+* ``econml_dr`` -- EconML ``LinearDRLearner`` defaults, ``ate_inference`` (over the treated units for the ATT).
 
-Printed per (setup, n, method): mean absolute error, RMSE, 95% CI coverage, mean CI width, seconds per fit, and the
-ratio of the method's mean abs error to the best peer's. From the project's own nuisances, the variants its defaults
-were chosen against are printed too (``project_repeats1``: one cross-fit; ``project_clip<b>``: other clipping bounds).
+Printed per (setup, n, method): mean absolute error, RMSE, 95% CI coverage, mean CI width, seconds per fit, the
+ratio of the method's mean abs error to the best peer's and, where the truth is a published answer, the share of
+estimates inside its interval (``in_published``). From the project's own nuisances, the variants its defaults were
+chosen against are printed too (``project_repeats1``: one cross-fit; ``project_clip<b>``: other clipping bounds).
 ``--mediation`` runs the simulator's face-count mediation with non-linear confounding (``count_popularity``) and
 prints each method's coverage of the direct, indirect and total effects.
 """
@@ -46,115 +41,26 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import special
+from accuracy_setups import FIXED_SIZE, SETUPS, Replication, compose, make_data
 
-REPO = Path(__file__).resolve().parents[1]
-SETUPS = ("nw_a", "nw_b", "nw_c", "nw_d", "kang_schafer", "simulator", "ihdp_b")
-FIXED_SIZE = {"ihdp_b": 747}  # a real covariate table: its own rows, whatever --sizes says
 METHODS = ("project", "doubleml_lasso", "doubleml_rf", "econml_forest", "econml_dr")
 
 
-# ---------------------------------------------------------------------------------------------------- data setups
-def nie_wager(mode: str, n: int, seed: int, p: int = 6, sigma: float = 1.0) -> tuple:
-    """Setups A-D of Nie & Wager (2021), as causalml's ``synthetic_data``; returns (X, t, y, tau)."""
-    rng = np.random.default_rng(seed)
-    if mode == "a":
-        x = rng.uniform(size=(n, p))
-        b = np.sin(np.pi * x[:, 0] * x[:, 1]) + 2 * (x[:, 2] - 0.5) ** 2 + x[:, 3] + 0.5 * x[:, 4]
-        e = np.clip(np.sin(np.pi * x[:, 0] * x[:, 1]), 0.1, 0.9)
-        tau = (x[:, 0] + x[:, 1]) / 2
-    else:
-        x = rng.normal(size=(n, p))
-        if mode == "b":
-            b = np.maximum.reduce([x[:, 0] + x[:, 1], x[:, 2], np.zeros(n)]) + np.maximum(x[:, 3] + x[:, 4], 0)
-            e = np.full(n, 0.5)
-            tau = x[:, 0] + np.log1p(np.exp(x[:, 1]))
-        elif mode == "c":
-            b = 2 * np.log1p(np.exp(x[:, 0] + x[:, 1] + x[:, 2]))
-            e = 1 / (1 + np.exp(x[:, 1] + x[:, 2]))
-            tau = np.ones(n)
-        else:
-            b = (np.maximum(x[:, 0] + x[:, 1] + x[:, 2], 0) + np.maximum(x[:, 3] + x[:, 4], 0)) / 2
-            e = 1 / (1 + np.exp(-x[:, 0]) + np.exp(-x[:, 1]))
-            tau = np.maximum(x[:, 0] + x[:, 1] + x[:, 2], 0) - np.maximum(x[:, 3] + x[:, 4], 0)
-    t = (rng.uniform(size=n) < e).astype(int)
-    y = b + (t - 0.5) * tau + sigma * rng.normal(size=n)
-    return x, t, y, tau
-
-
-def kang_schafer(n: int, seed: int) -> tuple:
-    """Kang & Schafer (2007) with a treatment effect 10 + 5 Z1; the learners see the transformed covariates."""
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, 4))
-    e = special.expit(-z[:, 0] + 0.5 * z[:, 1] - 0.25 * z[:, 2] - 0.1 * z[:, 3])
-    t = (rng.uniform(size=n) < e).astype(int)
-    tau = 10 + 5 * z[:, 0]
-    y0 = 210 + 27.4 * z[:, 0] + 13.7 * (z[:, 1] + z[:, 2] + z[:, 3]) + rng.normal(size=n)
-    y = y0 + t * tau
-    x = np.column_stack(
-        [
-            np.exp(z[:, 0] / 2),
-            z[:, 1] / (1 + np.exp(z[:, 0])) + 10,
-            (z[:, 0] * z[:, 2] / 25 + 0.6) ** 3,
-            (z[:, 1] + z[:, 3] + 20) ** 2,
-        ]
-    )
-    return x, t, y, tau
-
-
-def simulator(n: int, seed: int) -> tuple:
-    """The project's catalog: the encoded confounders and modifiers the pipeline's nuisances see."""
-    from causal.data import Roles, load_from_config
-
-    cfg = _compose([f"data.n_titles={max(n // 10, 1)}", f"seed={seed}"])
-    from causal.pipeline import to_plain
-
-    roles = Roles.from_config({**to_plain(cfg.roles), "mediator": None})
-    ds, _ = load_from_config(cfg.data, roles, seed=seed)
-    from causal.simulate import simulate_from_config
-
-    units = simulate_from_config(cfg.data, seed=seed).units
-    tau = units.set_index("image_id")["tau"].reindex(ds.frame["image_id"]).to_numpy()
-    extra = [c for c in ds.X.columns if c not in ds.W.columns]
-    x = pd.concat([ds.W, ds.X[extra]], axis=1).to_numpy(dtype=float)
-    return x, ds.t.astype(int), ds.y, tau
-
-
-def ihdp_b(seed: int) -> tuple:
-    """IHDP response surface B (EconML's copy of Hill's covariates); drops EconML's intercept column."""
-    from econml.data.dgps import ihdp_surface_B
-
-    y, t, x, tau = ihdp_surface_B(random_state=seed)
-    return np.asarray(x[:, 1:], dtype=float), np.asarray(t, dtype=int), np.asarray(y, dtype=float), tau
-
-
-def make_data(setup: str, n: int, seed: int) -> tuple:
-    if setup == "ihdp_b":
-        return ihdp_b(seed)
-    if setup.startswith("nw_"):
-        return nie_wager(setup[-1], n, seed)
-    if setup == "kang_schafer":
-        return kang_schafer(n, seed)
-    return simulator(n, seed)
-
-
 # -------------------------------------------------------------------------------------------------------- methods
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
-def project(x, t, y, seed: int, overrides: list[str]) -> dict[str, tuple[float, float, float]]:
+def project(rep: Replication, seed: int, overrides: list[str]) -> dict[str, tuple[float, float, float]]:
     """The shipped defaults (``project``), and from the same nuisances the variants the defaults were chosen
     against: one cross-fit instead of ``nuisance.repeats`` (``project_repeats1``), other clipping bounds."""
     from causal import estimands
+    from causal.context import to_plain
     from causal.nuisance import from_config
-    from causal.pipeline import to_plain
 
-    cfg = _compose([f"seed={seed}", *overrides])
-    nuis = from_config(to_plain(cfg.nuisance), seed=seed).fit(x, t, y)
+    x, t, y = rep.x, rep.t, rep.y
+    cfg = compose([f"seed={seed}", f"estimand={rep.estimand}", *overrides])
+    # As the pipeline: folds by cluster with nuisance.cluster, cluster-robust errors with data.cluster (the
+    # simulator's titles; the other setups have none).
+    groups = rep.clusters if cfg.data.get("cluster") or cfg.nuisance.get("cluster") else None
+    folds = rep.clusters if cfg.nuisance.get("cluster") else None
+    nuis = from_config(to_plain(cfg.nuisance), seed=seed).fit(x, t, y, groups=folds)
     arms = (nuis.propensity_repeats_, nuis.outcome_treated_repeats_, nuis.outcome_control_repeats_)
     clip = float(to_plain(cfg.dml).get("clip", estimands.DEFAULT_CLIP))
     variants = {"project": (arms, clip), "project_repeats1": (tuple(a[:1] for a in arms), clip)}
@@ -163,54 +69,58 @@ def project(x, t, y, seed: int, overrides: list[str]) -> dict[str, tuple[float, 
             variants[f"project_clip{other:g}"] = (arms, other)
     out = {}
     for name, (use, bound) in variants.items():
-        rec, _ = estimands.aipw("ate", y, t, *use, clip=bound)
+        rec, _ = estimands.aipw(str(cfg.estimand), y, t, *use, clip=bound, groups=groups)
         out[name] = (rec["estimate"], rec["ci_low"], rec["ci_high"])
     return out
 
 
-def doubleml(x, t, y, seed: int, learners: str) -> tuple[float, float, float]:
+def doubleml(rep: Replication, seed: int, learners: str) -> tuple[float, float, float]:
     import doubleml as dml
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.linear_model import LassoCV, LogisticRegressionCV
 
     np.random.seed(seed)  # noqa: NPY002 -- DoubleML draws its folds from numpy's global state
-    data = dml.DoubleMLData.from_arrays(x, y, t)
+    data = dml.DoubleMLData.from_arrays(rep.x, rep.y, rep.t)
     if learners == "lasso":
         ml_g, ml_m = LassoCV(), LogisticRegressionCV(max_iter=1000)
     else:
         ml_g = RandomForestRegressor(n_estimators=100, random_state=seed)
         ml_m = RandomForestClassifier(n_estimators=100, random_state=seed)
-    fit = dml.DoubleMLIRM(data, ml_g, ml_m, n_folds=5).fit()
+    score = "ATTE" if rep.estimand == "att" else "ATE"
+    fit = dml.DoubleMLIRM(data, ml_g, ml_m, n_folds=5, score=score).fit()
     low, high = fit.confint().to_numpy()[0]
     return float(fit.coef[0]), float(low), float(high)
 
 
-def econml_forest(x, t, y, seed: int) -> tuple[float, float, float]:
+def econml_forest(rep: Replication, seed: int) -> tuple[float, float, float]:
     from econml.dml import CausalForestDML
 
-    est = CausalForestDML(discrete_treatment=True, random_state=seed).fit(y, t, X=x)
-    ate, se = float(np.ravel(est.ate_)[0]), float(np.ravel(est.ate_stderr_)[0])
-    return ate, ate - 1.96 * se, ate + 1.96 * se
+    est = CausalForestDML(discrete_treatment=True, random_state=seed).fit(rep.y, rep.t, X=rep.x)
+    if rep.estimand == "att":
+        value, se = float(np.ravel(est.att_(T=1))[0]), float(np.ravel(est.att_stderr_(T=1))[0])
+    else:
+        value, se = float(np.ravel(est.ate_)[0]), float(np.ravel(est.ate_stderr_)[0])
+    return value, value - 1.96 * se, value + 1.96 * se
 
 
-def econml_dr(x, t, y, seed: int) -> tuple[float, float, float]:
+def econml_dr(rep: Replication, seed: int) -> tuple[float, float, float]:
     from econml.dr import LinearDRLearner
 
-    est = LinearDRLearner(random_state=seed).fit(y, t, X=x)
-    inf = est.ate_inference(X=x)
+    est = LinearDRLearner(random_state=seed).fit(rep.y, rep.t, X=rep.x)
+    inf = est.ate_inference(X=rep.x[rep.t == 1] if rep.estimand == "att" else rep.x)
     low, high = (float(np.ravel(v)[0]) for v in inf.conf_int_mean())
     return float(np.ravel(inf.mean_point)[0]), low, high
 
 
-def fit_method(method: str, x, t, y, seed: int, overrides: list[str]) -> dict[str, tuple[float, float, float]]:
+def fit_method(method: str, rep: Replication, seed: int, overrides: list[str]) -> dict[str, tuple[float, float, float]]:
     """``{method (or variant) name: (estimate, ci_low, ci_high)}``."""
     if method == "project":
-        return project(x, t, y, seed, overrides)
+        return project(rep, seed, overrides)
     if method.startswith("doubleml"):
-        return {method: doubleml(x, t, y, seed, method.split("_")[1])}
+        return {method: doubleml(rep, seed, method.split("_")[1])}
     if method == "econml_forest":
-        return {method: econml_forest(x, t, y, seed)}
-    return {method: econml_dr(x, t, y, seed)}
+        return {method: econml_forest(rep, seed)}
+    return {method: econml_dr(rep, seed)}
 
 
 # ----------------------------------------------------------------------------------------------------------- runs
@@ -228,12 +138,11 @@ def run_ate(setups, sizes, seeds, methods, overrides, large_seeds, partial: Path
         for setup, n in cells:
             if n > 2000 and seed >= (large_seeds or seeds):
                 continue
-            x, t, y, tau = make_data(setup, n, seed)
-            truth = float(np.mean(tau))
+            rep = make_data(setup, n, seed)
             for method in methods:
                 start = time.perf_counter()
                 try:
-                    fits = fit_method(method, x, t, y, seed, overrides)
+                    fits = fit_method(method, rep, seed, overrides)
                 except Exception as err:  # a baseline that fails on a setup is reported, not fatal
                     logging.warning("%s on %s n=%d seed %d failed: %s", method, setup, n, seed, err)
                     continue
@@ -245,7 +154,10 @@ def run_ate(setups, sizes, seeds, methods, overrides, large_seeds, partial: Path
                             "n": n,
                             "seed": seed,
                             "method": name,
-                            "truth": truth,
+                            "estimand": rep.estimand,
+                            "truth": rep.truth,
+                            "published_low": rep.published[0] if rep.published else np.nan,
+                            "published_high": rep.published[1] if rep.published else np.nan,
                             "estimate": est,
                             "ci_low": low,
                             "ci_high": high,
@@ -259,11 +171,14 @@ def run_ate(setups, sizes, seeds, methods, overrides, large_seeds, partial: Path
 
 
 def summarise(raw: pd.DataFrame) -> pd.DataFrame:
+    for col in ("published_low", "published_high"):  # absent from the files of older runs
+        raw = raw.assign(**{col: raw.get(col, np.nan)})
     raw = raw.assign(
         abs_error=(raw.estimate - raw.truth).abs(),
         sq_error=(raw.estimate - raw.truth) ** 2,
         covered=(raw.ci_low <= raw.truth) & (raw.truth <= raw.ci_high),
         width=raw.ci_high - raw.ci_low,
+        in_published=(raw.published_low <= raw.estimate) & (raw.estimate <= raw.published_high),
     )
     table = raw.groupby(["setup", "n", "method"], sort=False).agg(
         seeds=("seed", "size"),
@@ -272,7 +187,10 @@ def summarise(raw: pd.DataFrame) -> pd.DataFrame:
         coverage=("covered", "mean"),
         ci_width=("width", "mean"),
         seconds=("seconds", "mean"),
+        in_published=("in_published", "mean"),
     )
+    if raw.published_low.isna().all():
+        table = table.drop(columns="in_published")
     ours = [m for m in table.index.get_level_values("method").unique() if m.startswith("project")]
     best_peer = table.drop(index=ours, level="method").groupby(level=["setup", "n"]).mean_abs_error.min()
     table["mae_vs_best_peer"] = table.mean_abs_error / best_peer.reindex(table.index.droplevel("method")).to_numpy()
@@ -287,7 +205,7 @@ def run_mediation(seeds: int, n_titles: int, strength: float, overrides: list[st
 
     rows = []
     for seed in range(seeds):
-        cfg = _compose(
+        cfg = compose(
             [
                 "experiment=face_count_mediation",
                 "steps=[mediation]",

@@ -234,3 +234,14 @@ def test_the_t_learner_always_uses_one_outcome_model_per_arm():
     shrunk, fixed = as_pooled["t_learner_ate"], per_arm["t_learner_ate"]
     assert abs(shrunk["estimate"] - EFFECT) > 4 * shrunk["stderr"]  # the pooled plug-in misses the ATE
     assert fixed["ci_low"] <= EFFECT <= fixed["ci_high"]
+
+
+def test_agreement_with_one_unit_per_cluster_is_the_plain_test_and_clusters_widen_it():
+    y, t, arms = design(1)
+    estimates, parts = estimate_all(y, t, arms)
+    plain = agreement_test(estimates, parts)
+    singletons = agreement_test(estimates, parts, groups=np.arange(len(y)))
+    assert singletons["statistic"] == pytest.approx(plain["statistic"], rel=1e-9)
+    # Pairs of units as clusters: a different (cluster-robust) covariance, so a different statistic, same df.
+    paired = agreement_test(estimates, parts, groups=np.arange(len(y)) // 2)
+    assert paired["df"] == plain["df"] and paired["statistic"] != pytest.approx(plain["statistic"], rel=1e-6)

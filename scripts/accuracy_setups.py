@@ -1,0 +1,182 @@
+"""Data setups of scripts/bench_accuracy.py: offline tables whose answer is known.
+
+Each setup gives a :class:`Replication`: the covariate matrix the learners see, the 0/1 treatment, the outcome, the
+estimand and its truth. Synthetic setups know every unit's effect (the truth is the sample's mean effect over the
+estimand's population); a real table (``lalonde_cps``) has a published experimental answer with its interval, and
+the seed only changes the learners' fold splits and random states.
+
+* ``nw_a`` .. ``nw_d`` -- Nie & Wager (2021) setups A-D as in causalml's ``synthetic_data(mode=1..4)``, p = 6,
+  sigma = 1: A difficult nuisance, easy effect; B randomised trial; C easy propensity, difficult baseline, constant
+  effect; D unrelated treatment and control arms.
+* ``kang_schafer`` -- Kang & Schafer (2007): the learners see only the transformed covariates; effect
+  10 + 5 Z1 (varies with the propensity, so the ATE differs from a variance-weighted average).
+* ``simulator`` -- the project's simulated catalog (``causal.simulate``) with n artworks, its encoded confounders.
+* ``ihdp_b`` -- Hill (2011) response surface B on the IHDP covariates (747 children, 25 covariates, treated
+  children of non-white mothers removed), as shipped with EconML (``econml.data.dgps.ihdp_surface_B``); the seed
+  draws the coefficients and the noise; n is always 747.
+* ``lalonde_cps`` -- LaLonde's (1986) job-training table in Dehejia & Wahba's (1999) subsample: the 185 NSW
+  trainees against the 15,992 CPS-1 comparison men (package ``causaldata``: ``nsw_mixtape``, ``cps_mixtape``;
+  shipped inside the package, nothing downloaded). Estimand: the effect on the treated (1978 earnings, dollars);
+  truth: the experimental answer, treated minus the NSW's randomised controls, 1,794 with standard error 633
+  (Dehejia & Wahba, 1999, Table 3), recomputed here from the same table. Covariates: age, education, black,
+  hispanic, married, no degree, 1974 and 1975 earnings and their zero indicators (Dehejia & Wahba's set, without
+  their hand-made squares and interactions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+REPO = Path(__file__).resolve().parents[1]
+SETUPS = ("nw_a", "nw_b", "nw_c", "nw_d", "kang_schafer", "simulator", "ihdp_b", "lalonde_cps")
+FIXED_SIZE = {"ihdp_b": 747, "lalonde_cps": 16177}  # real covariate tables: their own rows, whatever --sizes says
+# Dehejia & Wahba (1999), Table 3: the NSW experimental estimate of the effect on the treated and its standard error.
+LALONDE_EXPERIMENTAL = (1794.0, 633.0)
+
+
+@dataclass
+class Replication:
+    """One data set: ``x`` (n, p), ``t`` (n,) 0/1, ``y`` (n,), the ``estimand`` (``ate`` or ``att``) and its
+    ``truth``; ``published`` is the (low, high) 95% interval of a published answer, when the truth is one;
+    ``clusters`` the rows' cluster labels where the data declare them (the simulator's titles, ``data.cluster``)."""
+
+    x: np.ndarray
+    t: np.ndarray
+    y: np.ndarray
+    truth: float
+    estimand: str = "ate"
+    published: tuple[float, float] | None = None
+    clusters: np.ndarray | None = None
+
+
+def nie_wager(mode: str, n: int, seed: int, p: int = 6, sigma: float = 1.0) -> tuple:
+    """Setups A-D of Nie & Wager (2021), as causalml's ``synthetic_data``; returns (X, t, y, tau)."""
+    rng = np.random.default_rng(seed)
+    if mode == "a":
+        x = rng.uniform(size=(n, p))
+        b = np.sin(np.pi * x[:, 0] * x[:, 1]) + 2 * (x[:, 2] - 0.5) ** 2 + x[:, 3] + 0.5 * x[:, 4]
+        e = np.clip(np.sin(np.pi * x[:, 0] * x[:, 1]), 0.1, 0.9)
+        tau = (x[:, 0] + x[:, 1]) / 2
+    else:
+        x = rng.normal(size=(n, p))
+        if mode == "b":
+            b = np.maximum.reduce([x[:, 0] + x[:, 1], x[:, 2], np.zeros(n)]) + np.maximum(x[:, 3] + x[:, 4], 0)
+            e = np.full(n, 0.5)
+            tau = x[:, 0] + np.log1p(np.exp(x[:, 1]))
+        elif mode == "c":
+            b = 2 * np.log1p(np.exp(x[:, 0] + x[:, 1] + x[:, 2]))
+            e = 1 / (1 + np.exp(x[:, 1] + x[:, 2]))
+            tau = np.ones(n)
+        else:
+            b = (np.maximum(x[:, 0] + x[:, 1] + x[:, 2], 0) + np.maximum(x[:, 3] + x[:, 4], 0)) / 2
+            e = 1 / (1 + np.exp(-x[:, 0]) + np.exp(-x[:, 1]))
+            tau = np.maximum(x[:, 0] + x[:, 1] + x[:, 2], 0) - np.maximum(x[:, 3] + x[:, 4], 0)
+    t = (rng.uniform(size=n) < e).astype(int)
+    y = b + (t - 0.5) * tau + sigma * rng.normal(size=n)
+    return x, t, y, tau
+
+
+def kang_schafer(n: int, seed: int) -> tuple:
+    """Kang & Schafer (2007) with a treatment effect 10 + 5 Z1; the learners see the transformed covariates."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 4))
+    e = special.expit(-z[:, 0] + 0.5 * z[:, 1] - 0.25 * z[:, 2] - 0.1 * z[:, 3])
+    t = (rng.uniform(size=n) < e).astype(int)
+    tau = 10 + 5 * z[:, 0]
+    y0 = 210 + 27.4 * z[:, 0] + 13.7 * (z[:, 1] + z[:, 2] + z[:, 3]) + rng.normal(size=n)
+    y = y0 + t * tau
+    x = np.column_stack(
+        [
+            np.exp(z[:, 0] / 2),
+            z[:, 1] / (1 + np.exp(z[:, 0])) + 10,
+            (z[:, 0] * z[:, 2] / 25 + 0.6) ** 3,
+            (z[:, 1] + z[:, 3] + 20) ** 2,
+        ]
+    )
+    return x, t, y, tau
+
+
+def compose(overrides: list[str]):
+    """The project's config (conf/config.yaml) composed with Hydra overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def simulator(n: int, seed: int) -> tuple:
+    """The project's catalog: the encoded confounders and modifiers the pipeline's nuisances see; returns
+    (X, t, y, tau, cluster labels of ``data.cluster``)."""
+    from causal.context import to_plain
+    from causal.data import Roles, load_from_config
+    from causal.simulate import simulate_from_config
+
+    cfg = compose([f"data.n_titles={max(n // 10, 1)}", f"seed={seed}"])
+    roles = Roles.from_config({**to_plain(cfg.roles), "mediator": None})
+    ds, _ = load_from_config(cfg.data, roles, seed=seed)
+    units = simulate_from_config(cfg.data, seed=seed).units
+    tau = units.set_index("image_id")["tau"].reindex(ds.frame["image_id"]).to_numpy()
+    extra = [c for c in ds.X.columns if c not in ds.W.columns]
+    x = pd.concat([ds.W, ds.X[extra]], axis=1).to_numpy(dtype=float)
+    clusters = ds.frame[cfg.data.cluster].to_numpy() if cfg.data.get("cluster") else None
+    return x, ds.t.astype(int), ds.y, tau, clusters
+
+
+def ihdp_b(seed: int) -> tuple:
+    """IHDP response surface B (EconML's copy of Hill's covariates); drops EconML's intercept column."""
+    from econml.data.dgps import ihdp_surface_B
+
+    y, t, x, tau = ihdp_surface_B(random_state=seed)
+    return np.asarray(x[:, 1:], dtype=float), np.asarray(t, dtype=int), np.asarray(y, dtype=float), tau
+
+
+LALONDE_COVARIATES = ("age", "educ", "black", "hisp", "marr", "nodegree", "re74", "re75")
+
+
+def lalonde_cps() -> Replication:
+    """NSW trainees (Dehejia & Wahba's subsample) against CPS-1 controls; truth: the experimental ATT."""
+    from causaldata import cps_mixtape, nsw_mixtape
+
+    nsw = nsw_mixtape.load_pandas().data
+    cps = cps_mixtape.load_pandas().data
+    treated = nsw[nsw["treat"] == 1]
+    experimental = float(treated["re78"].mean() - nsw.loc[nsw["treat"] == 0, "re78"].mean())
+    if abs(experimental - LALONDE_EXPERIMENTAL[0]) > 1:
+        raise RuntimeError(f"causaldata's NSW table gives {experimental:.0f}, not Dehejia & Wahba's 1794")
+    table = pd.concat([treated, cps], ignore_index=True)
+    x = table[list(LALONDE_COVARIATES)].astype(float)
+    x["u74"] = (x["re74"] == 0).astype(float)
+    x["u75"] = (x["re75"] == 0).astype(float)
+    est, se = LALONDE_EXPERIMENTAL
+    return Replication(
+        x=x.to_numpy(),
+        t=table["treat"].to_numpy(dtype=int),
+        y=table["re78"].to_numpy(dtype=float),
+        truth=est,
+        estimand="att",
+        published=(est - 1.96 * se, est + 1.96 * se),
+    )
+
+
+def make_data(setup: str, n: int, seed: int) -> Replication:
+    """The replication ``seed`` of ``setup`` with ``n`` units (ignored by the real tables)."""
+    if setup == "lalonde_cps":
+        return lalonde_cps()
+    if setup == "simulator":
+        x, t, y, tau, clusters = simulator(n, seed)
+        return Replication(x=x, t=t, y=y, truth=float(np.mean(tau)), clusters=clusters)
+    if setup == "ihdp_b":
+        x, t, y, tau = ihdp_b(seed)
+    elif setup.startswith("nw_"):
+        x, t, y, tau = nie_wager(setup[-1], n, seed)
+    elif setup == "kang_schafer":
+        x, t, y, tau = kang_schafer(n, seed)
+    else:
+        raise ValueError(f"unknown setup {setup!r}; choose from {list(SETUPS)}")
+    return Replication(x=x, t=t, y=y, truth=float(np.mean(tau)))
