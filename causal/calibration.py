@@ -8,6 +8,9 @@ their difference estimates the observational analysis's bias::
 
     bias = observational - experimental,   se = sqrt(se_obs^2 + se_exp^2)      (disjoint rows)
 
+With clusters (``data.cluster``: artworks of a title share a shock) every standard error is cluster-robust, and the
+bias's is computed from the joint per-row influence of both estimates, since a title's rows may fall on both sides.
+
 A bias interval that excludes 0 says the adjustment misses something (an unmeasured confounder, a wrong model).
 The calibrated estimates subtract the bias from the observational effect of each group of ``roles.groups``
 (additive calibration: "the observational study overestimates by b; remove b where no test is possible"), with
@@ -50,6 +53,7 @@ def calibrate(
     *,
     groups: pd.DataFrame | None = None,
     alpha: float = 0.05,
+    clusters: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Experimental vs observational effect and the observational bias.
 
@@ -65,6 +69,8 @@ def calibrate(
         Columns to report calibrated effects by.
     alpha : float
         1 - confidence level.
+    clusters : ndarray of shape (n,), optional
+        Cluster labels: cluster-robust standard errors (:func:`causal.estimands.mean_stderr`).
 
     Returns
     -------
@@ -82,11 +88,15 @@ def calibrate(
     experimental["method"] = "difference in means on the randomised rows (Welch)"
     observational = dml.mean_effect(scores[~randomised], alpha) | {"n": int((~randomised).sum())}
     observational["method"] = "AIPW on the other rows (the run's cross-fitted nuisances)"
-    bias = dml.effect(
-        observational["estimate"] - experimental["estimate"],
-        float(np.hypot(observational["stderr"], experimental["stderr"])),
-        alpha,
-    )
+    bias_se = float(np.hypot(observational["stderr"], experimental["stderr"]))
+    if clusters is not None:
+        obs_part, exp_part = _influences(y, t, randomised, scores)
+        labels = np.asarray(clusters)
+        for record, part, rows in ((observational, obs_part, ~randomised), (experimental, exp_part, randomised)):
+            record.update(dml.effect(record["estimate"], estimands.mean_stderr(part, labels), alpha))
+            record["n_clusters"] = len(np.unique(labels[rows]))
+        bias_se = estimands.mean_stderr(obs_part - exp_part, clusters)
+    bias = dml.effect(observational["estimate"] - experimental["estimate"], bias_se, alpha)
     out = {
         "experimental": experimental,
         "observational": observational,
@@ -138,6 +148,19 @@ def _sentence(bias: Mapping[str, float], experimental: Mapping[str, float], alph
     )
 
 
+def _influences(y: np.ndarray, t: np.ndarray, randomised: np.ndarray, scores: np.ndarray) -> tuple:
+    """Per-row influence (scaled to all n rows, zero off each estimate's rows) of the observational AIPW mean and of
+    the experimental difference in means: each estimate's standard error is ``mean_stderr`` of its part."""
+    n = len(y)
+    obs, treated = ~randomised, randomised & (t == 1)
+    control = randomised & (t == 0)
+    obs_part = np.where(obs, scores - scores[obs].mean(), 0.0) * n / obs.sum()
+    exp_part = np.zeros(n)
+    exp_part[treated] = (y[treated] - y[treated].mean()) * n / treated.sum()
+    exp_part[control] = -(y[control] - y[control].mean()) * n / control.sum()
+    return obs_part, exp_part
+
+
 def run_step(ctx: Any) -> dict[str, Any]:
     """Pipeline step ``calibration``: the ``calibration`` block from the rows flagged by ``data.randomised_column``.
 
@@ -156,5 +179,5 @@ def run_step(ctx: Any) -> dict[str, Any]:
     e, _ = estimands.clip_propensity(nuis.propensity_, clip)
     scores = estimands.ate_scores(ds.y, ds.t, e, nuis.outcome_treated_, nuis.outcome_control_)
     groups = ds.groups if ds.groups.shape[1] else None
-    return {"randomised_column": str(column), **calibrate(ds.y, ds.t, randomised, scores, groups=groups,
-                                                             alpha=ctx.alpha)}  # fmt: skip
+    result = calibrate(ds.y, ds.t, randomised, scores, groups=groups, alpha=ctx.alpha, clusters=ctx.clusters)
+    return {"randomised_column": str(column), **result}

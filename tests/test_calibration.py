@@ -95,3 +95,34 @@ def test_calibration_step_needs_the_randomised_column_before_fitting():
 
     with pytest.raises(ConfigError, match="data.randomised_column"):
         validate_config(_compose(["steps=[calibration]"]))
+
+
+def test_clustered_rows_widen_the_bias_interval_to_the_spread_over_replications():
+    """Rows of a title share a shock: the cluster-robust bias standard error matches the bias's spread over 300
+    replications (within 15%, about 3 standard errors of a 300-draw SD), the plain one is too small, and with
+    one row per cluster the cluster-robust error equals the plain one to within the ddof terms."""
+    n, size = 2000, 20
+    titles = np.arange(n) // size
+    randomised = (titles % 10) == 0  # whole titles randomised ...
+    randomised[np.arange(n) % size == 1] = True  # ... and one row of every other title: titles span both sides
+    biases, cluster_se, plain_se = [], [], []
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        shock = rng.normal(scale=1.0, size=n // size)[titles]
+        t = rng.integers(0, 2, size=n)
+        y = 2.0 * t + shock + rng.normal(size=n)
+        scores = 2.0 + 2.0 * shock + rng.normal(size=n)  # AIPW-like scores carrying the title shock
+        out = calibrate(y, t, randomised, scores, clusters=titles)
+        biases.append(out["bias"])
+        cluster_se.append(out["bias_stderr"])
+        plain_se.append(calibrate(y, t, randomised, scores)["bias_stderr"])
+    spread = np.std(biases, ddof=1)
+    assert np.mean(cluster_se) == pytest.approx(spread, rel=0.15)
+    assert np.mean(plain_se) < 0.75 * spread  # 0.62 here: the shocks are ignored
+    rng = np.random.default_rng(1)
+    t = rng.integers(0, 2, size=n)
+    y, scores = 2.0 * t + rng.normal(size=n), 2.0 + rng.normal(size=n)
+    single = calibrate(y, t, randomised, scores, clusters=np.arange(n))
+    plain = calibrate(y, t, randomised, scores)
+    assert single["bias_stderr"] == pytest.approx(plain["bias_stderr"], rel=0.02)
+    assert single["observational"]["n_clusters"] == int((~randomised).sum())
