@@ -38,7 +38,6 @@ from causal.validate import check_columns, validate_config
 log = logging.getLogger(__name__)
 
 
-
 def _external(target: str) -> StepFn:
     """A step implemented in another module (``"package.module:function"``), imported when it runs."""
 

@@ -74,6 +74,7 @@ from causal.tables import DataError, read_table
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class SimulatedCatalog:
     """A simulated catalog and its exact causal truth.

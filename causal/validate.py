@@ -396,11 +396,16 @@ def _check_columns(plain: Mapping, columns: list[str], problems: _Problems) -> N
     if "sensitivity" in steps and "misclassification" in (sens.get("analyses") or []):
         wanted.append(("sensitivity.misclassification.cluster", (sens.get("misclassification") or {}).get("cluster")))
     for key, col in wanted:
-        if key.startswith("roles.") and col is not None and is_pattern(str(col)):
-            if not any(fnmatch.fnmatchcase(c, str(col)) for c in present):
-                problems.add(key, f"the pattern {col!r} matches no column of the table")
-            continue
-        if col is not None and col not in present:
-            near = difflib.get_close_matches(str(col), sorted(present), n=1, cutoff=0.6)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            problems.add(key, f"column {col!r} is not in the table{hint}")
+        if col is not None:
+            _check_column(key, str(col), present, problems)
+
+
+def _check_column(key: str, col: str, present: set[str], problems: _Problems) -> None:
+    """One column named by ``key`` (a role entry may be a shell-style pattern) against the table's names."""
+    if key.startswith("roles.") and is_pattern(col):
+        if not any(fnmatch.fnmatchcase(c, col) for c in present):
+            problems.add(key, f"the pattern {col!r} matches no column of the table")
+    elif col not in present:
+        near = difflib.get_close_matches(col, sorted(present), n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        problems.add(key, f"column {col!r} is not in the table{hint}")
