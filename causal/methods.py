@@ -99,11 +99,17 @@ def t_learner(
     return dml.effect(float(plug_in.mean()), se, alpha), plug_in
 
 
-def forest_dr(fit: dml.EffectEstimate, y, t, e, m, alpha: float = 0.05) -> tuple[dict, np.ndarray]:
+def forest_dr(
+    fit: dml.EffectEstimate, y, t, e, m, alpha: float = 0.05, groups: np.ndarray | None = None
+) -> tuple[dict, np.ndarray]:
     """CausalForestDML's doubly robust ATE (its ``ate_``): the mean of the R-learner scores with the forest's
-    out-of-bag CATE (:func:`causal.dml.dr_scores`), and those scores."""
+    out-of-bag CATE (:func:`causal.dml.dr_scores`), and those scores; cluster-robust standard error with
+    ``groups``."""
     scores = dml.dr_scores(y, t, e, m, fit.tau)
-    return dml.mean_effect(scores, alpha), scores
+    if groups is None:
+        return dml.mean_effect(scores, alpha), scores
+    se = estimands.mean_stderr(scores - scores.mean(), groups)
+    return dml.effect(float(scores.mean()), se, alpha, n=len(scores)), scores
 
 
 def estimate_all(
@@ -187,7 +193,8 @@ def econml_entries(ctx: Any, include: tuple[str, ...], alpha: float) -> tuple[di
     e, m = nuis.propensity_[keep], nuis.outcome_[keep]
     fit = ctx.effect
     if "causal_forest_ate" in include and fit is not None and fit.name == "causal_forest":
-        rec, parts["causal_forest_ate"] = forest_dr(fit, y, t, e, m, alpha)
+        groups = None if ctx.clusters is None else ctx.clusters[keep]
+        rec, parts["causal_forest_ate"] = forest_dr(fit, y, t, e, m, alpha, groups)
         out["causal_forest_ate"] = _record(rec, "ate", method="CausalForestDML doubly robust ATE (ate_)")
     if "linear_dml_ate" in include:
         econml_ate = ctx.results.get("ate_econml") or (ctx.results.get("estimates") or {}).get("linear_dml", {}).get(
