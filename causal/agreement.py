@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from causal.estimands import cov_of_mean
+
 REFERENCE = {"ate": "aipw_ate", "att": "aipw_att"}
 # A detectable difference smaller than this fraction of the reference estimate's standard error is immaterial.
 MATERIAL_SE = 0.25
@@ -113,7 +115,7 @@ def agreement_test(
         out["sentence"] = "Fewer than two estimators with per-unit contributions: agreement not tested."
         return out
     mean = d.mean(axis=0)
-    cov = _cov_of_mean(d, groups)
+    cov = cov_of_mean(d, groups)
     se = np.sqrt(np.diag(cov))
     z = np.divide(mean, se, out=np.zeros_like(mean), where=se > 0)
     rank = int(np.linalg.matrix_rank(cov))
@@ -134,20 +136,6 @@ def agreement_test(
     }
     out["sentence"] = _sentence(out, estimates)
     return out
-
-
-def _cov_of_mean(d: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
-    """Covariance of the column means of ``d`` (n, k): the sample covariance over n, or cluster-robust
-    (G / (G - 1) * sum_g S_g S_g' / n^2, S_g the within-cluster sums of the centred rows) with ``groups``."""
-    n = d.shape[0]
-    if groups is None:
-        return np.atleast_2d(np.cov(d, rowvar=False)) / n
-    _, codes = np.unique(np.asarray(groups), return_inverse=True)
-    centred = d - d.mean(axis=0)
-    sums = np.zeros((int(codes.max()) + 1, d.shape[1]))
-    np.add.at(sums, codes.ravel(), centred)
-    n_groups = sums.shape[0]
-    return np.atleast_2d(n_groups / (n_groups - 1) * sums.T @ sums) / n**2
 
 
 def _largest_difference_in_se(

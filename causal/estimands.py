@@ -76,19 +76,29 @@ def att_scores(y: np.ndarray, t: np.ndarray, e: np.ndarray, mu0: np.ndarray) -> 
     return (t * (y - mu0) - (1 - t) * e * (y - mu0) / (1 - e)) / p
 
 
-def mean_stderr(influence: np.ndarray, groups: np.ndarray | None = None) -> float:
-    """Standard error of a mean whose per-unit influence is ``influence`` (shape (n,), centred): sqrt(sum IF^2 /
-    ((n - 1) n)), or cluster-robust with ``groups``: sqrt(G / (G - 1) * sum_g (sum_{i in g} IF_i)^2) / n."""
-    influence = np.asarray(influence, dtype=np.float64)
-    n = len(influence)
+def cov_of_mean(values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Covariance matrix (k, k) of the column means of ``values`` (n, k) or (n,): the sample covariance over n, or
+    cluster-robust with ``groups`` (cluster labels, shape (n,)): G / (G - 1) * sum_g S_g S_g' / n^2, S_g the
+    within-cluster sums of the centred rows (with one unit per cluster: the plain one, up to its ddof)."""
+    d = np.asarray(values, dtype=np.float64)
+    d = d[:, None] if d.ndim == 1 else d
+    n = d.shape[0]
     if groups is None:
-        return float(np.sqrt(np.sum(influence**2) / (n - 1) / n))
+        return np.atleast_2d(np.cov(d, rowvar=False)) / n
     _, codes = np.unique(np.asarray(groups), return_inverse=True)
-    sums = np.bincount(codes.ravel(), weights=influence)
-    n_groups = len(sums)
+    sums = np.zeros((int(codes.max()) + 1, d.shape[1]))
+    np.add.at(sums, codes.ravel(), d - d.mean(axis=0))
+    n_groups = sums.shape[0]
     if n_groups < 2:
         raise ValueError("cluster-robust standard errors need at least two clusters")
-    return float(np.sqrt(n_groups / (n_groups - 1) * np.sum(sums**2)) / n)
+    return np.atleast_2d(n_groups / (n_groups - 1) * sums.T @ sums) / n**2
+
+
+def mean_stderr(influence: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """Standard error of a mean whose per-unit influence is ``influence`` (shape (n,), centred): sqrt(sum IF^2 /
+    ((n - 1) n)), or cluster-robust with ``groups``: sqrt(G / (G - 1) * sum_g (sum_{i in g} IF_i)^2) / n
+    (:func:`cov_of_mean`)."""
+    return float(np.sqrt(cov_of_mean(influence, groups)[0, 0]))
 
 
 def _one(

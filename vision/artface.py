@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vision.detector_base import FaceDetections, FaceDetector, check_probability
+from vision.detector_base import FaceDetections, FaceDetector, check_probability, weights_file
 from vision.evaluate import box_iou
 from vision.yunet import YuNetDetector, nms
 
@@ -303,9 +303,7 @@ class ArtFaceDetector(FaceDetector):
     def _build(self) -> None:
         if getattr(self, "net_", None) is not None:
             return
-        path = Path(self.weights_path).expanduser() if self.weights_path is not None else DEFAULT_WEIGHTS
-        if not path.is_file():
-            raise FileNotFoundError(f"vision.detector.weights_path: no artface weights at {path}")
+        path = weights_file(self.weights_path, DEFAULT_WEIGHTS, "weights_path", "artface")
         self.net_, self.meta_ = load_weights(path)
         self.yunet_ = YuNetDetector(
             detection_size=self.detection_size,

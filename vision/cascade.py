@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from vision.detect import MTCNNDetector
+from vision.detector_base import weights_file
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,7 @@ class CascadeProposer(MTCNNDetector):
     def _build(self) -> None:
         if getattr(self, "mtcnn_", None) is not None:
             return
-        path = Path(self.weights_path).expanduser() if self.weights_path is not None else DEFAULT_CASCADE_WEIGHTS
-        if not path.is_file():
-            raise FileNotFoundError(f"vision.detector.cascade_weights: no cascade weights at {path}")
+        path = weights_file(self.weights_path, DEFAULT_CASCADE_WEIGHTS, "cascade_weights", "cascade")
         super()._build()
         states, self.meta_ = load_cascade(path)
         self.mtcnn_.pnet.load_state_dict(states["pnet"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,14 @@ def check_image(image: Any, k: int, owner: str) -> tuple[int, int]:
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"{owner}.detect: image {k} is empty (shape {image.shape})")
     return int(image.shape[0]), int(image.shape[1])
+
+
+def weights_file(path: str | Path | None, default: Path, name: str, what: str) -> Path:
+    """The weights file ``vision.detector.<name>`` names (``default`` when null); raise naming the key if absent."""
+    resolved = Path(path).expanduser() if path is not None else default
+    if not resolved.is_file():
+        raise FileNotFoundError(f"{CONFIG_KEY}.{name}: no {what} weights at {resolved}")
+    return resolved
 
 
 def check_probability(value: Any, name: str) -> None:
