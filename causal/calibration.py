@@ -6,18 +6,22 @@ the effect, with no model. The observational estimate on the other rows (the AIP
 scores over those rows) targets the same average effect when both kinds of row come from the same catalog, so
 their difference estimates the observational analysis's bias::
 
-    bias = observational - experimental,   se = sqrt(se_obs^2 + se_exp^2)      (disjoint rows)
+    bias = observational - experimental
 
-With clusters (``data.cluster``: artworks of a title share a shock) every standard error is cluster-robust, and the
-bias's is computed from the joint per-row influence of both estimates, since a title's rows may fall on both sides.
+Its standard error comes from the joint per-row influence of both estimates (cluster-robust with ``data.cluster``,
+since a title's artworks may fall on both sides and share a shock).
 
 A bias interval that excludes 0 says the adjustment misses something (an unmeasured confounder, a wrong model).
 The calibrated estimates subtract the bias from the observational effect of each group of ``roles.groups``
 (additive calibration: "the observational study overestimates by b; remove b where no test is possible"), with
 the bias's uncertainty added to each group's.
 
-The nuisance models are fitted on all rows; the outcome models do not depend on how treatment was assigned, and the
-doubly robust score stays consistent when the propensity model learns a mixture of the two assignment mechanisms.
+The nuisance models are fitted on all rows. Measured (``scripts/bench_calibration.py``): refitting them on the
+observational rows alone moved the bias by at most 0.06 of its standard error (2 seeds, both planted values).
+Adjusting the experimental difference in means by the cross-fitted outcome models (an AIPW score with the known
+design) was measured and not adopted: its spread fell by a quarter but its influence-function standard error was
+about 20% too small (sd of z 1.22 over 31 seeds, where the plain difference's is 1.01), so its intervals covered
+about 85%.
 """
 
 from __future__ import annotations
@@ -83,19 +87,18 @@ def calibrate(
     y, t, scores = (np.asarray(a, dtype=np.float64) for a in (y, t, scores))
     if randomised.sum() < 4 or (~randomised).sum() < 4:
         raise ValueError(f"calibration needs randomised and other rows: {int(randomised.sum())} randomised of {len(y)}")
-    naive = dml.naive_difference(y[randomised], t[randomised], alpha)
-    experimental = dml.effect(naive["difference_in_means"], naive["stderr"], alpha, n=int(randomised.sum()))
-    experimental["method"] = "difference in means on the randomised rows (Welch)"
-    observational = dml.mean_effect(scores[~randomised], alpha) | {"n": int((~randomised).sum())}
+    exp_estimate, exp_part = _experimental(y, t, randomised)
+    obs = ~randomised
+    obs_part = np.where(obs, scores - scores[obs].mean(), 0.0) * len(y) / obs.sum()
+    experimental = dml.effect(exp_estimate, estimands.mean_stderr(exp_part, clusters), alpha, n=int(randomised.sum()))
+    experimental["method"] = "difference in means on the randomised rows"
+    observational = dml.effect(scores[obs].mean(), estimands.mean_stderr(obs_part, clusters), alpha, n=int(obs.sum()))
     observational["method"] = "AIPW on the other rows (the run's cross-fitted nuisances)"
-    bias_se = float(np.hypot(observational["stderr"], experimental["stderr"]))
     if clusters is not None:
-        obs_part, exp_part = _influences(y, t, randomised, scores)
         labels = np.asarray(clusters)
-        for record, part, rows in ((observational, obs_part, ~randomised), (experimental, exp_part, randomised)):
-            record.update(dml.effect(record["estimate"], estimands.mean_stderr(part, labels), alpha))
-            record["n_clusters"] = len(np.unique(labels[rows]))
-        bias_se = estimands.mean_stderr(obs_part - exp_part, clusters)
+        experimental["n_clusters"] = len(np.unique(labels[randomised]))
+        observational["n_clusters"] = len(np.unique(labels[obs]))
+    bias_se = estimands.mean_stderr(obs_part - exp_part, clusters)
     bias = dml.effect(observational["estimate"] - experimental["estimate"], bias_se, alpha)
     out = {
         "experimental": experimental,
@@ -108,8 +111,24 @@ def calibrate(
         "sentence": _sentence(bias, experimental, alpha),
     }
     if groups is not None and groups.shape[1]:
-        out["calibrated"] = _calibrated_groups(scores, ~randomised, groups, bias, alpha)
+        out["calibrated"] = _calibrated_groups(scores, obs, groups, bias, alpha)
     return out
+
+
+def _experimental(y: np.ndarray, t: np.ndarray, randomised: np.ndarray) -> tuple[float, np.ndarray]:
+    """The difference in means on the randomised rows and its per-row influence, scaled to all n rows and zero off
+    them (so ``mean_stderr`` of it is the estimate's standard error, cluster-robust with clusters)."""
+    n = len(y)
+    treated, control = randomised & (t == 1), randomised & (t == 0)
+    if treated.sum() < 2 or control.sum() < 2:
+        raise ValueError(
+            f"calibration needs >= 2 randomised rows per arm; got {int(treated.sum())} treated, {int(control.sum())}"
+            " control"
+        )
+    part = np.zeros(n)
+    part[treated] = (y[treated] - y[treated].mean()) * n / treated.sum()
+    part[control] = -(y[control] - y[control].mean()) * n / control.sum()
+    return float(y[treated].mean() - y[control].mean()), part
 
 
 def _calibrated_groups(
@@ -146,19 +165,6 @@ def _sentence(bias: Mapping[str, float], experimental: Mapping[str, float], alph
         "observational estimates where no test exists by this bias (the calibrated rows), and look for the "
         "confounder the adjustment misses."
     )
-
-
-def _influences(y: np.ndarray, t: np.ndarray, randomised: np.ndarray, scores: np.ndarray) -> tuple:
-    """Per-row influence (scaled to all n rows, zero off each estimate's rows) of the observational AIPW mean and of
-    the experimental difference in means: each estimate's standard error is ``mean_stderr`` of its part."""
-    n = len(y)
-    obs, treated = ~randomised, randomised & (t == 1)
-    control = randomised & (t == 0)
-    obs_part = np.where(obs, scores - scores[obs].mean(), 0.0) * n / obs.sum()
-    exp_part = np.zeros(n)
-    exp_part[treated] = (y[treated] - y[treated].mean()) * n / treated.sum()
-    exp_part[control] = -(y[control] - y[control].mean()) * n / control.sum()
-    return obs_part, exp_part
 
 
 def run_step(ctx: Any) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def planted_table(path: Path, delta: float, seed: int, n_titles: int, share: flo
     return path
 
 
-def run_one(delta: float, seed: int, n_titles: int, share: float) -> dict:
+def run_one(delta: float, seed: int, n_titles: int, share: float, extra: tuple[str, ...] = ()) -> dict:
     from hydra import compose, initialize_config_dir
 
     from causal.pipeline import run
@@ -46,7 +46,7 @@ def run_one(delta: float, seed: int, n_titles: int, share: float) -> dict:
         table = planted_table(Path(tmp) / "catalog.parquet", delta, seed, n_titles, share)
         # The table's artworks share title shocks: declare the clusters, as a user who knows their titles would.
         overrides = ["data=table", f"data.path={table}", "data.randomised_column=explore", "data.cluster=title_id"]
-        overrides.append("steps=[calibration]")
+        overrides += ["steps=[calibration]", *extra]
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides + [f"seed={seed}"])
         return run(cfg, Path(tmp) / "run")["calibration"]
@@ -58,13 +58,14 @@ def main() -> None:
     parser.add_argument("--deltas", type=float, nargs="+", default=[0.02, 0.0])
     parser.add_argument("--n-titles", type=int, default=400)
     parser.add_argument("--share", type=float, default=0.1, help="randomised explore share")
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides of the project's config")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
     for delta in args.deltas:
         rows = []
         for seed in range(args.seeds):
-            cal = run_one(delta, seed, args.n_titles, args.share)
+            cal = run_one(delta, seed, args.n_titles, args.share, tuple(args.override))
             rows.append((cal["bias"], cal["bias_stderr"], cal["bias_ci_low"], cal["bias_ci_high"]))
             covers = cal["bias_ci_low"] <= delta <= cal["bias_ci_high"]
             print(
