@@ -242,3 +242,27 @@ def test_outcome_structure_chosen_by_out_of_fold_loss():
     assert np.corrcoef(nuis.outcome_control_, -2 * x[:, 0])[0, 1] > 0.95
     with pytest.raises(ValueError, match="outcome_mode"):
         CrossFitNuisance(candidates=["linear"], outcome_mode="both").fit(x, t, y)
+
+
+def test_penalty_chosen_on_a_subsample_above_max_rows_and_refitted_on_all_rows():
+    from sklearn.linear_model import LogisticRegressionCV, Ridge, RidgeCV
+
+    from causal.learners import _LOGIT_OPTIONS, PenaltyOnSubsample
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 5))
+    y = x @ np.arange(5.0) + rng.normal(size=3000)
+    t = (x[:, 0] + rng.normal(size=3000) > 0).astype(int)
+    alphas = np.logspace(-3, 4, 15)
+    # Up to max_rows (the shipped 50,000 covers every test table): exactly the cross-validated model.
+    small = PenaltyOnSubsample(RidgeCV(alphas=alphas)).fit(x, y)
+    np.testing.assert_array_equal(small.predict(x), RidgeCV(alphas=alphas).fit(x, y).predict(x))
+    # Above it: the penalty of the subsample's search, the coefficients of a fit on every row.
+    big = PenaltyOnSubsample(RidgeCV(alphas=alphas), max_rows=500, random_state=3).fit(x, y)
+    rows = np.sort(np.random.default_rng(3).choice(3000, 500, replace=False))
+    alpha = RidgeCV(alphas=alphas).fit(x[rows], y[rows]).alpha_
+    np.testing.assert_allclose(big.predict(x), Ridge(alpha=alpha).fit(x, y).predict(x), atol=1e-8)
+    search = LogisticRegressionCV(Cs=4, cv=3, scoring="neg_log_loss", max_iter=500, **_LOGIT_OPTIONS)
+    clf = PenaltyOnSubsample(search, max_rows=500).fit(x, t)
+    assert list(clf.classes_) == [0, 1] and clf.predict_proba(x).shape == (3000, 2)
+    assert np.mean((clf.predict_proba(x)[:, 1] > 0.5) == t) > 0.7  # x0 drives t: far better than chance
