@@ -201,6 +201,7 @@ def _check_not_constant(frame: pd.DataFrame, roles: Roles, source: str) -> None:
     for col in roles.columns():
         if n_distinct(frame[col]) < 2:
             value = frame[col].dropna().iloc[0] if frame[col].notna().any() else None
+            value = value.item() if isinstance(value, np.generic) else value  # 1, not np.int64(1)
             msg = f"{source}: column {col!r} ({roles.key_of(col)}) is constant ({value!r}) over {len(frame)} rows"
             if col in roles.groups and col not in roles.confounders and col not in roles.modifiers:
                 log.warning("%s; CATE by it has a single level", msg)
