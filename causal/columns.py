@@ -8,6 +8,7 @@ never "missing" because of its elements.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,14 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 # lists them; a numeric column holding only these besides numbers is refused with a hint (refuse_na_like_numbers).
 NA_LIKE_STRINGS = frozenset(
     {"NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "null", "NULL", "None", "<NA>", "#N/A", "#NA", "#N/A N/A"}
+)
+
+# A number written with a comma ("0,53", "1.234,5", "1,234"): a decimal comma or a thousands separator. Read as
+# text, such a column would be dummy-coded per value (a confounder adjusted for as 60 unrelated levels).
+_COMMA_NUMBER = re.compile(r"[+-]?(\d{1,3}(\.\d{3})+|\d+),\d+")
+_COMMA_HINT = (
+    "write the table with decimal points and no thousands separators (e.g. pandas: read_csv(path, decimal=',', "
+    "thousands='.') then to_parquet)"
 )
 
 
@@ -112,6 +121,16 @@ def refuse_na_like_numbers(series: pd.Series, where: str) -> None:
         )
 
 
+def refuse_comma_numbers(series: pd.Series, where: str) -> None:
+    """Raise when every value of a text column is a number written with a comma (``"0,53"``)."""
+    present = series[~missing_mask(series)].astype(str).str.strip()
+    if len(present) and present.str.fullmatch(_COMMA_NUMBER).all():
+        raise DataError(
+            f"{where} is text, but every value is a number written with a comma (e.g. {present.iloc[0]!r}): "
+            f"{_COMMA_HINT}, so that it is read as a number"
+        )
+
+
 def as_numeric(series: pd.Series, where: str) -> pd.Series:
     """The column as float64 (booleans and boolean-like strings as 0/1); raise naming ``where`` on any text."""
     as_bool = as_boolean(series)
@@ -122,5 +141,7 @@ def as_numeric(series: pd.Series, where: str) -> pd.Series:
     converted = pd.to_numeric(series, errors="coerce")
     bad = converted.isna() & series.notna()
     if bad.any():
-        raise DataError(f"{where} must be numeric; found values like {list(series[bad].astype(str).unique()[:3])}")
+        shown = list(series[bad].astype(str).unique()[:3])
+        hint = f"; {_COMMA_HINT}" if all(_COMMA_NUMBER.fullmatch(v.strip()) for v in shown) else ""
+        raise DataError(f"{where} must be numeric; found values like {shown}{hint}")
     return converted.astype("float64")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from causal.columns import as_boolean, check_finite, list_column, refuse_na_like_numbers
+from causal.columns import as_boolean, check_finite, list_column, refuse_comma_numbers, refuse_na_like_numbers
 from causal.levels import MISSING_LEVEL, OTHER_LEVEL
 from causal.roles import Roles
 from causal.tables import DataError
@@ -96,6 +96,7 @@ class Encoder:
         if pd.api.types.is_numeric_dtype(series.dtype):
             return self._numeric(col, series.astype("float64"))
         refuse_na_like_numbers(series, where)
+        refuse_comma_numbers(series, where)
         return self._categorical(col, series)
 
     def _numeric(self, col: str, values: pd.Series) -> pd.DataFrame:

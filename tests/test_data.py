@@ -412,3 +412,20 @@ def test_load_from_config_query_selects_rows_for_the_mediation_experiment():
     cfg.query = "face_count > 99"
     with pytest.raises(DataError, match=r"config `data\.query` 'face_count > 99' selects no row"):
         load_from_config(cfg, roles)
+
+
+def test_numbers_written_with_a_comma_are_refused_with_the_column_named(tmp_path):
+    # A European CSV: read as text, popularity would be dummy-coded per value (60 unrelated levels).
+    frame = _frame()
+    frame["pop"] = frame["pop"].map(lambda v: f"{v:.3f}".replace(".", ","))
+    path = tmp_path / "eng.csv"
+    frame.to_csv(path, index=False)
+    table = read_table(path)
+    with pytest.raises(DataError, match=r"eng\.csv: column 'pop' \(roles\.confounders\) is text, but every value is a "
+                       r"number written with a comma \(e\.g\. '-?\d+,\d{3}'\).*decimal=','"):  # fmt: skip
+        prepare(table, ROLES, source="eng.csv")
+    outcome = _frame().assign(y=lambda f: f["y"].map(lambda v: f"{v:.4f}".replace(".", ",")))
+    with pytest.raises(DataError, match=r"column 'y' \(roles\.outcome\) must be numeric.*decimal=','"):
+        prepare(outcome, ROLES, source="eng.csv")
+    labels = _frame().assign(genre=lambda f: f["genre"] + ",1")  # text with commas stays a category
+    assert prepare(labels, ROLES, source="eng.csv").W.shape[0] == 60
