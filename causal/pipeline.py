@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from causal import report
+from causal.config_problems import ConfigError
 from causal.context import RunContext, StepFn, _node, to_plain  # noqa: F401  (re-exported)
 from causal.core_steps import (  # noqa: F401  (re-exported: the built-in steps)
     _check_estimand,
@@ -34,6 +35,9 @@ from causal.core_steps import (  # noqa: F401  (re-exported: the built-in steps)
 )
 from causal.data import CausalDataset, Roles, load_from_config
 from causal.validate import check_columns, validate_config
+
+# Steps that cross-fit the nuisance models (causal.context.RunContext.nuisance).
+_NUISANCE_STEPS = {"overlap", "dml", "methods", "calibration", "sensitivity"}
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +177,7 @@ def run(cfg: Any, out_dir: str | Path | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     dataset, truth = build_dataset(cfg)
     check_columns(cfg, dataset.frame.columns)
+    _check_arm_sizes(cfg, steps, dataset)
     ctx = RunContext(
         cfg=cfg,
         out_dir=out,
@@ -206,6 +211,29 @@ def run(cfg: Any, out_dir: str | Path | None = None) -> dict[str, Any]:
     path = _write_outputs(ctx, "report" in steps)
     log.info("results in %s (%.1fs)", path, ctx.timings["total"])
     return report.to_jsonable(report.order_results(ctx.results))
+
+
+def _check_arm_sizes(cfg: Any, steps: list[str], dataset: CausalDataset) -> None:
+    """Refuse, before any step, a binary treatment with fewer units in an arm than cross-fitting folds: the first
+    nuisance fit would fail on it after the cheaper steps had run."""
+    if not set(steps) & _NUISANCE_STEPS:
+        return
+    t = np.asarray(dataset.t, dtype=np.float64)
+    folds = int((to_plain(_node(cfg, "nuisance")) or {}).get("folds", 5))
+    if not np.isin(t, (0.0, 1.0)).all():
+        return  # a continuous treatment: no arms
+    counts = [int((t == 0).sum()), int((t == 1).sum())]
+    if min(counts) < folds:
+        raise ConfigError(
+            [
+                (
+                    "nuisance.folds",
+                    f"{folds} cross-fitting folds need at least {folds} units per treatment arm; "
+                    f"{dataset.source} has {counts[1]} treated and {counts[0]} control after the data checks: "
+                    "lower nuisance.folds or use more rows",
+                )
+            ]
+        )
 
 
 def _depends_on(name: str, steps: list[str]) -> tuple[str, ...]:

@@ -322,3 +322,19 @@ def test_cli_interrupted_prints_one_line_and_exit_code(tmp_path, sig, code):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr[-2000:]
     assert "Traceback" not in stderr and "run the same command again to resume" in stderr
+
+
+def test_an_arm_smaller_than_the_folds_stops_the_run_before_any_step(tmp_path):
+    from causal.config_problems import ConfigError
+    from causal.simulate import simulate_catalog
+
+    table = simulate_catalog(n_titles=20, seed=0).data
+    table = table.drop(columns=[c for c in table.columns if c.endswith("embedding")])
+    treated = np.flatnonzero(table["face_present"].astype(bool).to_numpy())
+    table = table.drop(index=treated[3:])  # 3 treated rows left: fewer than the shipped 5 folds
+    path = tmp_path / "small.parquet"
+    table.to_parquet(path)
+    cfg = _compose(["data=table", f"data.path={path}"])  # shipped steps and nuisance.folds
+    with pytest.raises(ConfigError, match=r"nuisance\.folds: 5 cross-fitting folds .* has 3 treated and \d+ control"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "results.json").exists()  # stopped before screening wrote anything
