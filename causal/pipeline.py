@@ -34,10 +34,7 @@ from causal.core_steps import (  # noqa: F401  (re-exported: the built-in steps)
     step_screening,
 )
 from causal.data import CausalDataset, Roles, load_from_config
-from causal.validate import check_columns, validate_config
-
-# Steps that cross-fit the nuisance models (causal.context.RunContext.nuisance).
-_NUISANCE_STEPS = {"overlap", "dml", "methods", "calibration", "sensitivity"}
+from causal.validate import NUISANCE_STEPS, check_columns, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +213,7 @@ def run(cfg: Any, out_dir: str | Path | None = None) -> dict[str, Any]:
 def _check_arm_sizes(cfg: Any, steps: list[str], dataset: CausalDataset) -> None:
     """Refuse, before any step, a binary treatment with fewer units in an arm than cross-fitting folds: the first
     nuisance fit would fail on it after the cheaper steps had run."""
-    if not set(steps) & _NUISANCE_STEPS:
+    if not set(steps) & NUISANCE_STEPS:
         return
     t = np.asarray(dataset.t, dtype=np.float64)
     folds = int((to_plain(_node(cfg, "nuisance")) or {}).get("folds", 5))

@@ -44,8 +44,12 @@ from causal.dml import ESTIMATORS
 from causal.roles import is_pattern
 from causal.validate_sensitivity import _check_sensitivity
 
+# Steps that cross-fit the nuisance models (causal.context.RunContext.nuisance).
+NUISANCE_STEPS = frozenset({"overlap", "dml", "methods", "calibration", "sensitivity"})
 
 # ------------------------------------------------------------------------------------------------------- entry points
+
+
 def validate_config(
     cfg: Any, columns: Iterable[str] | None = None, *, known_steps: Iterable[str] | None = None
 ) -> None:
@@ -384,7 +388,7 @@ def _check_columns(plain: Mapping, columns: list[str], problems: _Problems) -> N
             ("roles.mediator", roles.get("mediator")),
             ("mediation.cluster", (plain.get("mediation") or {}).get("cluster")),
         ]
-    if set(steps) & {"overlap", "dml", "methods", "calibration", "sensitivity"}:  # the steps that fit nuisances
+    if set(steps) & NUISANCE_STEPS:
         wanted.append(("nuisance.cluster", (plain.get("nuisance") or {}).get("cluster")))
         wanted.append(("data.cluster", (plain.get("data") or {}).get("cluster")))
     if "screening" in steps:
