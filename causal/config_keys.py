@@ -58,7 +58,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
         {"name", "folds", "n_jobs", "classifier", "regressor", "tune", "tune_folds", "tune_max_rows", "grid"}
         | {"use_ray", "ray_remote_func_options"}
         | {"candidates", "model_t", "model_y", "select_max_rows", "repeats", "repeats_max_rows", "cluster"}
-        | {"outcome_mode", "stack"}
+        | {"outcome_mode", "outcome_loss", "stack"}
     ),
     "nuisance.grid": frozenset({"classifier", "regressor"}),
     "data.table": frozenset(

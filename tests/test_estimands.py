@@ -46,6 +46,20 @@ def test_clipping_is_counted_and_bounded():
         estimands.clip_propensity(e, 0.6)
 
 
+def test_units_without_comparable_treated_units_are_counted_and_flagged():
+    from causal.reporting.text import extrapolation_note
+
+    # A third of the units sit where treatment is (almost) impossible: their propensity is clipped, so their
+    # effect can only come from the outcome model; the record counts them and the report says so.
+    x, t, y, e, mu0, mu1, tau = heterogeneous(n=3000, seed=2)
+    e = np.where(x[:, 1] < np.quantile(x[:, 1], 1 / 3), 1e-4, e)
+    t = (np.random.default_rng(3).random(len(e)) < e).astype(int)
+    ate, _ = estimands.aipw("ate", y, t, e, mu1, mu0)
+    assert ate["n_clipped"] >= len(e) // 3 and ate["n_units"] == len(e)
+    assert extrapolation_note(ate).startswith(f"Caution: {ate['n_clipped'] / len(e):.0%} of the units")
+    assert extrapolation_note(estimands.aipw("ate", y, t, np.clip(e, 0.05, 0.95), mu1, mu0)[0]) is None
+
+
 def test_median_aggregation_adds_the_spread_over_splits():
     theta, se = estimands.aggregate(np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.1, 0.1]))
     assert theta == 2.0

@@ -57,6 +57,38 @@ def test_plain_summary_reads_the_interval():
     assert "includes zero" in unsure and "lowers" in unsure
 
 
+def test_summary_warns_when_the_ate_extrapolates_to_many_clipped_units():
+    # The record aipw() writes: 120 of 1,000 units clipped at the shipped bound.
+    many = render_report(
+        _results(
+            ate={
+                **_EFFECT,
+                "estimand": "ate",
+                "n": 1000,
+                "n_units": 1000,
+                "n_clipped": 120,
+                "clip": 0.01,
+                "population": "all units",
+            }
+        )
+    )
+    assert "Caution: 12% of the units (120 of 1,000)" in many and "estimand=ate_overlap" in many
+    few = render_report(
+        _results(
+            ate={
+                **_EFFECT,
+                "estimand": "ate",
+                "n": 1000,
+                "n_units": 1000,
+                "n_clipped": 20,
+                "clip": 0.01,
+                "population": "all units",
+            }
+        )
+    )
+    assert "Caution:" not in few  # 2% is below EXTRAPOLATED_SHARE
+
+
 def test_every_section_with_run_plots_embedded(tmp_path):
     hist = {"edges": [i / 10 for i in range(11)], "treated": [0, 1, 3, 5, 8, 9, 7, 4, 2, 1], "control": [2] * 10}
     report.plot_propensity(hist, tmp_path / "propensity_overlap.png", threshold=0.05)

@@ -2,8 +2,8 @@
 
 The runs cover the product's main paths (the simulator's default chain, the demo on the bundled sample with the
 annotation and detector evaluation, face-count mediation, a planted generic table). A refactor must leave every
-number of results.json equal to 1e-10 and the annotation rows equal; a change that is meant to move them re-records
-them on purpose and says why in its commit:
+number of results.json equal to 1e-6 (relative) and the annotation rows equal; a change that is meant to move them
+re-records them on purpose and says why in its commit:
 
     RECORD_GOLDEN=1 .venv/bin/python -m pytest tests/test_same_answers.py
 
@@ -27,7 +27,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "data" / "golden"
 RECORD = os.environ.get("RECORD_GOLDEN") == "1"
-TOLERANCE = 1e-10
+# Relative. Not tighter: the same code and packages on another machine moved numbers by up to 1e-9 (BLAS and CPU
+# summation order; seen 2026-12-02 against goldens recorded on an earlier machine), while a real change of a model,
+# a fold or a formula moves them by far more than 1e-6.
+TOLERANCE = 1e-6
 
 RUNS = {
     "simulator": [],

@@ -6,6 +6,7 @@ import html
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from causal.estimands import EXTRAPOLATED_SHARE
 from causal.reporting.html import ci, num
 from causal.reporting.planning import amount, effect_words
 from causal.reporting.verdict import robustness_verdict
@@ -33,6 +34,25 @@ def overlap_problem(results: Mapping[str, Any]) -> str | None:
     if weighted is not None and weighted > SEVERE_SMD:
         return f"after weighting the arms still differ (max |SMD| {num(weighted, 3)} > {SEVERE_SMD})"
     return None
+
+
+def extrapolation_note(ate: Mapping[str, Any]) -> str | None:
+    """A warning when many units' propensities were clipped: their effect comes from the outcome models alone.
+
+    Where units of one arm have no comparable units of the other (propensity near 0 or 1), the doubly robust
+    correction has nothing to correct with, so the estimate over them is the outcome models' extrapolation, and the
+    interval does not include that model's error. None below :data:`EXTRAPOLATED_SHARE` of the units.
+    """
+    clipped, units, bound = ate.get("n_clipped"), ate.get("n_units") or ate.get("n"), ate.get("clip")
+    if not clipped or not units or bound is None or clipped / units < EXTRAPOLATED_SHARE:
+        return None
+    side = f"above {1 - bound:g}" if ate.get("estimand") == "att" else f"below {bound:g} or above {1 - bound:g}"
+    return (
+        f"Caution: {clipped / units:.0%} of the units ({clipped:,} of {units:,}) have a propensity score {side}: "
+        "the other arm has no comparable units there, so the estimate for them rests on the outcome models' "
+        "extrapolation, an error its interval does not include; the effect over the overlap population "
+        "(estimand=ate_overlap) does not extrapolate."
+    )
 
 
 def population(ate: Mapping[str, Any]) -> str:
@@ -95,9 +115,10 @@ def _effect_sentence(results: Mapping[str, Any], names: Names) -> str:
     else:
         tail = "the interval includes zero, so the data cannot tell an effect from none."
     words = effect_words(ate, base.get("control_mean"), bool(base.get("is_rate")))
+    note = extrapolation_note(ate)
     return (
         f"The headline estimate (doubly robust ATE{population(ate)}): it {direction} {html.escape(y)} by "
-        f"{html.escape(words)} (95% intervals); {tail}"
+        f"{html.escape(words)} (95% intervals); {tail}" + (f" {html.escape(note)}" if note else "")
     )
 
 
@@ -212,4 +233,4 @@ def plain_summary(results: Mapping[str, Any], evaluation: Mapping[str, Any] | No
     return " ".join(p for p in parts if p)
 
 
-__all__ = ["ci", "headline", "naive_sentence", "overlap_problem", "plain_summary", "population"]
+__all__ = ["ci", "extrapolation_note", "headline", "naive_sentence", "overlap_problem", "plain_summary", "population"]
