@@ -8,6 +8,7 @@ from typing import Any
 from causal.reporting.labels import DisplayNames
 from causal.reporting.numbers import sig
 from causal.reporting.planning import effect_words
+from causal.reporting.text import extrapolation_note
 from causal.reporting.verdict import robustness_verdict
 
 
@@ -20,6 +21,8 @@ def summary_lines(results: dict) -> list[str]:
     lines = [f"{results['treatment']} -> {results['outcome']}: {results['n_used']} of {results['n_units']} units used"]
     lines += _verdict(results)
     lines += _estimate_table(results)
+    note = extrapolation_note(results.get("ate") or {})
+    lines += [note] if note else []
     lines += _planning(results)
     for section in _SECTIONS:
         lines += section(results)

@@ -1,6 +1,6 @@
-"""The printed run summary says whether the overlap rule's trimming was applied."""
+"""The printed run summary says whether the overlap rule's trimming was applied, and when the ATE extrapolates."""
 
-from causal.summary import _overlap
+from causal.summary import _overlap, summary_lines
 
 
 def _results(applied: bool) -> dict:
@@ -23,3 +23,12 @@ def test_trimming_not_applied_is_not_reported_as_trimmed():
     (line,) = _overlap(_results(applied=False))
     assert "not applied" in line and "would trim 12" in line
     assert ", trimmed 12" not in line
+
+
+def test_summary_says_when_the_headline_extrapolates():
+    ate = {"estimate": 2.5, "ci_low": 2.4, "ci_high": 2.7, "estimand": "ate", "n": 4802, "n_units": 4802}
+    base = {"treatment": "treated", "outcome": "outcome", "n_used": 4802, "n_units": 4802}
+    # The record aipw() writes for ACIC 2016 instance 1 with the shipped clip (0.05): 47% of units clipped.
+    lines = summary_lines({**base, "ate": {**ate, "n_clipped": 2267, "clip": 0.05}})
+    assert any(line.startswith("Caution: 47% of the units (2,267 of 4,802)") for line in lines)
+    assert not any("Caution" in line for line in summary_lines({**base, "ate": {**ate, "n_clipped": 20, "clip": 0.05}}))
