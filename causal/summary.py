@@ -62,7 +62,11 @@ def _estimate_table(results: dict) -> list[str]:
 
 def _verdict(results: dict) -> list[str]:
     verdict = robustness_verdict(results, DisplayNames())
-    return [] if verdict is None else [f"{verdict['verdict'].upper()}: {verdict['sentence']}"]
+    if verdict is None:
+        return []
+    # Robust to a hidden confounder, not to extrapolation: said on the verdict's line where both apply.
+    caution = verdict["verdict"] == "robust" and extrapolation_note(results.get("ate") or {})
+    return [f"{verdict['verdict'].upper()}: {verdict['sentence']}" + (" (see the caution below)" if caution else "")]
 
 
 def _planning(results: dict) -> list[str]:

@@ -32,3 +32,25 @@ def test_summary_says_when_the_headline_extrapolates():
     lines = summary_lines({**base, "ate": {**ate, "n_clipped": 2267, "clip": 0.05}})
     assert any(line.startswith("Caution: 47% of the units (2,267 of 4,802)") for line in lines)
     assert not any("Caution" in line for line in summary_lines({**base, "ate": {**ate, "n_clipped": 20, "clip": 0.05}}))
+
+
+def test_a_robust_verdict_points_to_the_extrapolation_caution():
+    from causal.report_html import render_report
+
+    # A linear estimate of 2.6 whose benchmark-adjusted interval stays above zero: the verdict is "robust".
+    bound = {
+        "benchmark": "x_1",
+        "kd": 1,
+        "ky": 1,
+        "adjusted_estimate": 2.6,
+        "adjusted_ci_low": 2.4,
+        "adjusted_ci_high": 2.8,
+    }
+    sens = {"linear": {"estimate": 2.6, "ci_low": 2.5, "ci_high": 2.7, "bounds": [bound]}}
+    ate = {"estimate": 2.5, "ci_low": 2.4, "ci_high": 2.7, "estimand": "ate", "n": 4802, "n_units": 4802, "clip": 0.05}
+    base = {"treatment": "treated", "outcome": "outcome", "n_used": 4802, "n_units": 4802, "sensitivity": sens}
+    lines = summary_lines({**base, "ate": {**ate, "n_clipped": 2267}})
+    assert lines[1].startswith("ROBUST:") and lines[1].endswith("(see the caution below)")
+    assert not summary_lines({**base, "ate": {**ate, "n_clipped": 20}})[1].endswith("(see the caution below)")
+    verdict_block = render_report({**base, "ate": {**ate, "n_clipped": 2267}}).split('<div class="verdict robust">')[1]
+    assert "Caution: 47% of the units" in verdict_block.split("</div>")[0]

@@ -94,8 +94,13 @@ def headline(results: Mapping[str, Any], names: Names = str) -> str:
         else ""
     )
     extra = f" Beside it: {html.escape(beside)}." if beside else ""
+    # Robust to a hidden confounder says nothing about extrapolation: the verdict's block says so where it applies.
+    caution = extrapolation_note(results.get("ate") or {})
+    limit = f" {html.escape(caution)}" if caution and v["verdict"] == "robust" else ""
     css = {"fragile": "fragile", "robust": "robust"}.get(v["verdict"], "noeffect")
-    return f'<div class="verdict {css}"><b>{word[v["verdict"]]}</b> {html.escape(v["sentence"])}{extra}{note}</div>'
+    return (
+        f'<div class="verdict {css}"><b>{word[v["verdict"]]}</b> {html.escape(v["sentence"])}{extra}{note}{limit}</div>'
+    )
 
 
 def _effect_sentence(results: Mapping[str, Any], names: Names) -> str:
