@@ -386,9 +386,7 @@ class CrossFitNuisance(BaseEstimator):
         """Outcome structure of a candidate name: ``NAME/arms`` per arm under ``outcome_mode="auto"``."""
         if self.outcome_mode == "auto":
             return "arms" if name.endswith(ARMS_SUFFIX) else "pooled"
-        if self.outcome_mode not in ("pooled", "arms"):
-            raise ValueError(f"nuisance.outcome_mode must be one of {list(OUTCOME_MODES)}, got {self.outcome_mode!r}")
-        return self.outcome_mode
+        return self.outcome_mode  # checked by _check when fit starts
 
     def _names(self, role: str) -> list[str]:
         names = list(self.learners_[role])
