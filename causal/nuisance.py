@@ -272,7 +272,9 @@ class CrossFitNuisance(BaseEstimator):
         if len(base) > 1 and "constant" not in base:
             base = ["constant", *base]
         return {
-            "propensity": [self.model_t] if self.model_t is not None else base,
+            "propensity": [self.model_t]
+            if self.model_t is not None
+            else [s for s in base if s not in learners.OUTCOME_ONLY],
             "outcome": [self.model_y] if self.model_y is not None else base,
         }
 

@@ -299,3 +299,37 @@ def load_config_default(key):
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         return compose(config_name="config").nuisance[key]
+
+
+def test_linear_boosting_extrapolates_along_the_trend_where_trees_go_flat():
+    """Fitted on x0 in [0, 1], predicted at x0 = 1.5: the ridge part carries the slope of 3 beyond the data (truth
+    4.5 + 0.5 sin(6 x1)); histogram boosting alone predicts its edge value (~3). The ridge slope's standard error is
+    ~0.03 here, so 0.15 at half a unit beyond the data is several of them."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from causal.learners import LinearPlusBoosting, make_learner
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    x = rng.uniform(size=(n, 2))
+    y = 3 * x[:, 0] + 0.5 * np.sin(6 * x[:, 1]) + 0.1 * rng.normal(size=n)
+    beyond = np.column_stack([np.full(500, 1.5), rng.uniform(size=500)])
+    truth = 4.5 + 0.5 * np.sin(6 * beyond[:, 1])
+    model = make_learner("linear_boosting", kind="regressor", seed=0).fit(x, y)
+    assert isinstance(model, LinearPlusBoosting)
+    assert abs(np.mean(model.predict(beyond) - truth)) < 0.15
+    inside = rng.uniform(size=(500, 2))  # and it fits the curvature inside the data
+    assert np.sqrt(np.mean((model.predict(inside) - 3 * inside[:, 0] - 0.5 * np.sin(6 * inside[:, 1])) ** 2)) < 0.1
+    flat = HistGradientBoostingRegressor(random_state=0).fit(x, y)
+    assert np.mean(flat.predict(beyond) - truth) < -1.0
+    with pytest.raises(ValueError, match="outcomes only"):
+        make_learner("linear_boosting", kind="classifier")
+
+
+def test_outcome_only_families_are_skipped_for_the_propensity(confounded):
+    x, t, y = confounded
+    nuis = CrossFitNuisance(candidates=["linear", "linear_boosting"], n_folds=3, repeats=1).fit(
+        x[:600], t[:600], y[:600]
+    )
+    assert set(nuis.selection_["propensity"]["losses"]) == {"constant", "linear"}
+    assert set(nuis.selection_["outcome"]["losses"]) == {"constant", "linear", "linear_boosting"}
