@@ -27,7 +27,7 @@ from scipy import special
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 
-from causal import learners
+from causal import learners, stacking
 from causal.cached import CachedClassifier, CachedRegressor
 from causal.crossfit import cross_predict, cross_predict_arms, make_folds
 from causal.xgb import _RESERVED, _XGB_KEYS, _check_params, derive_seed, make_classifier, make_regressor, tune
@@ -99,9 +99,11 @@ class CrossFitNuisance(BaseEstimator):
     ray_remote_func_options : mapping, optional
         Options of the fold tasks, e.g. ``{"num_cpus": 1}``.
     stack : sequence of str
-        Nuisances (only ``"propensity"``) whose candidates are combined instead of picking one: weights on the
-        logit scale fitted to the out-of-fold predictions (:class:`causal.learners.LogitStack`), used when the
-        choice is made on all rows (at most ``select_max_rows``); above, the single best candidate.
+        Nuisances (``"propensity"``, ``"outcome"``) whose candidates are combined instead of picking one, with
+        weights fitted to the out-of-fold predictions: on the logit scale for the propensity
+        (:class:`causal.learners.LogitStack`), a convex combination under the outcome loss for the outcome
+        (:mod:`causal.stacking`). Used when the choice is made on all rows (at most ``select_max_rows``); above,
+        the single best candidate.
 
     Attributes
     ----------
@@ -116,8 +118,8 @@ class CrossFitNuisance(BaseEstimator):
     propensity_repeats_, outcome_treated_repeats_, outcome_control_repeats_ : ndarray of shape (repeats, n)
     selection_ : dict
         ``{"propensity": ..., "outcome": ...}``: ``chosen`` (a candidate, or ``"stack"``), ``losses`` (out-of-fold,
-        per candidate), ``metric``, ``n_rows``, and for a stack its ``weights`` ({candidate: weight}) and
-        ``intercept``.
+        per candidate), ``metric``, ``n_rows``, and for a stack its ``weights`` ({candidate: weight}),
+        ``best_single`` and (propensity) ``intercept``.
     classifier_params_, regressor_params_ : dict
         XGBoost parameters (fixed merged with tuned).
     tuning_ : dict
@@ -265,6 +267,8 @@ class CrossFitNuisance(BaseEstimator):
         for key, allowed in (("outcome_mode", OUTCOME_MODES), ("outcome_loss", tuple(OUTCOME_METRICS))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"nuisance.{key} must be one of {list(allowed)}, got {getattr(self, key)!r}")
+        if any(role not in STACKABLE for role in self.stack):
+            raise ValueError(f"nuisance.stack entries must be in {list(STACKABLE)}, got {list(self.stack)}")
         return features, t, y
 
     def _specs(self) -> dict[str, list[Any]]:
@@ -317,6 +321,8 @@ class CrossFitNuisance(BaseEstimator):
         if name == "stack":
             spec = self.selection_[role]
             members = [self._learner(role, member, n_rows) for member in spec["weights"]]
+            if role == "outcome":  # a model of E[y | x] from the same members (for refits and per-arm fits)
+                return stacking.MeanStack(members, list(spec["weights"].values()))
             return learners.LogitStack(members, list(spec["weights"].values()), spec["intercept"])
         spec = self.learners_[role][name]
         kind = "classifier" if role == "propensity" else "regressor"
@@ -369,6 +375,10 @@ class CrossFitNuisance(BaseEstimator):
         self, role: str, name: str, features: np.ndarray, t: np.ndarray, y: np.ndarray, folds: Any, tag: str
     ) -> Any:
         """Out-of-fold predictions of one candidate: e for the propensity, (mu1, mu0) for the outcome."""
+        if role == "outcome" and name == "stack":  # each member in its own structure (pooled or per arm)
+            weights = self.selection_["outcome"]["weights"]
+            parts = {m: self._predict_role(role, m, features, t, y, folds, tag) for m in weights}
+            return tuple(sum(w * parts[m][arm] for m, w in weights.items()) for arm in (0, 1))
         learner = self._learner(role, name, len(t))
         opts = {
             "use_ray": self.use_ray,
@@ -439,8 +449,11 @@ class CrossFitNuisance(BaseEstimator):
                 "metric": "log_loss" if role == "propensity" else OUTCOME_METRICS[self.outcome_loss],
                 "n_rows": int(len(rows)),
             }
-            if role == "propensity" and role in self.stack and full and len(names) > 2:
-                name, preds = self._stack_propensity(preds, tt)
+            if role in self.stack and full and len([nm for nm in names if not _is_constant(nm)]) > 1:
+                if role == "propensity":
+                    name, preds = self._stack_propensity(preds, tt)
+                else:
+                    name, preds = self._stack_outcome(preds, tt, yy, chosen["propensity"], losses[role])
             chosen[role] = preds[name]
         self.chosen_ = {role: sel["chosen"] for role, sel in self.selection_.items()}
         if not full:
@@ -454,14 +467,22 @@ class CrossFitNuisance(BaseEstimator):
         arms' covariates differ."""
         if self.outcome_loss == "own_arm":
             return lambda mu: float(np.mean((y - np.where(t == 1, mu[0], mu[1])) ** 2))
-        e = np.clip(e, WEIGHT_CLIP, 1 - WEIGHT_CLIP)
-        w = np.where(t == 1, 1 / e, 1 / (1 - e))
+        w = self._unit_weights(t, e)
 
         def loss(mu: Any) -> float:
             sq = (y - np.where(t == 1, mu[0], mu[1])) ** 2
             return float(sum(np.average(sq[t == arm], weights=w[t == arm]) for arm in (1, 0)))
 
         return loss
+
+    def _unit_weights(self, t: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Per-unit weights of the outcome loss: 1 (``own_arm``) or the inverse of the clipped propensity of the
+        unit's arm, normalised to sum to one within each arm (``weighted``: the arms count equally, as in the loss)."""
+        if self.outcome_loss == "own_arm":
+            return np.ones(len(t))
+        e = np.clip(e, WEIGHT_CLIP, 1 - WEIGHT_CLIP)
+        w = np.where(t == 1, 1 / e, 1 / (1 - e))
+        return np.where(t == 1, w / w[t == 1].sum(), w / w[t == 0].sum())
 
     def _stack_propensity(self, preds: dict[str, np.ndarray], t: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
         """Logit-scale weights of the candidates (the constant is the intercept); ``"stack"`` when two or more
@@ -477,6 +498,27 @@ class CrossFitNuisance(BaseEstimator):
         sel["losses"]["stack"] = learners.log_loss(t, stacked)
         sel.update(chosen="stack", best_single=sel["chosen"], weights=used, intercept=intercept)
         log.info("propensity: stack of %s (out-of-fold log loss %.5g)", used, sel["losses"]["stack"])
+        return "stack", {**preds, "stack": stacked}
+
+    def _stack_outcome(
+        self, preds: dict[str, Any], t: np.ndarray, y: np.ndarray, e: np.ndarray, loss: Callable[[Any], float]
+    ) -> tuple[str, dict[str, Any]]:
+        """Convex weights of the outcome candidates (:func:`causal.stacking.mean_stack_weights`), fitted to each
+        unit's own-arm out-of-fold prediction under the choice's own weighting (inverse propensity per arm for
+        ``outcome_loss=weighted``); ``"stack"`` when two or more candidates get weight, else the single best."""
+        names = [nm for nm in preds if not _is_constant(nm)]
+        observed = np.column_stack([np.where(t == 1, preds[nm][0], preds[nm][1]) for nm in names])
+        weights = stacking.mean_stack_weights(observed, y, self._unit_weights(t, e))
+        used = {nm: float(w) for nm, w in zip(names, weights, strict=True) if w > 0}
+        sel = self.selection_["outcome"]
+        if len(used) < 2:
+            return sel["chosen"], preds
+        stacked = tuple(sum(w * preds[nm][arm] for nm, w in used.items()) for arm in (0, 1))
+        sel["losses"]["stack"] = float(loss(stacked))
+        if sel["losses"]["stack"] >= sel["losses"][sel["chosen"]]:  # dropping small weights can cost that much
+            return sel["chosen"], preds
+        sel.update(chosen="stack", best_single=sel["chosen"], weights=used)
+        log.info("outcome: stack of %s (out-of-fold loss %.5g)", used, sel["losses"]["stack"])
         return "stack", {**preds, "stack": stacked}
 
     def _crossfit(
@@ -506,11 +548,16 @@ class CrossFitNuisance(BaseEstimator):
 
 
 OUTCOME_MODES = ("pooled", "arms", "auto")
+STACKABLE = ("propensity", "outcome")  # values of ``stack``
 # Outcome-choice losses (``outcome_loss``) and how results.json names them.
 OUTCOME_METRICS = {"own_arm": "mse (own arm)", "weighted": "mse per arm, inverse-propensity weighted, summed"}
 # Propensity bounds of those weights: units beyond it weigh at most 100 times an average unit (measured with this
 # bound, conf/nuisance/auto.yaml).
 WEIGHT_CLIP = 0.01
+
+
+def _is_constant(name: str) -> bool:
+    return name.removesuffix(ARMS_SUFFIX) == "constant"
 
 
 def _oof_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, m: np.ndarray) -> dict[str, float]:

@@ -298,7 +298,7 @@ def _check_forest(node: Mapping, where: str, problems: _Problems) -> None:
 
 
 def _check_nuisance(nuisance: Any, problems: _Problems) -> None:
-    from causal.nuisance import _RESERVED, _XGB_KEYS, OUTCOME_METRICS, OUTCOME_MODES
+    from causal.nuisance import _RESERVED, _XGB_KEYS, OUTCOME_METRICS, OUTCOME_MODES, STACKABLE
 
     problems.unknown_keys(nuisance, allowed_keys("nuisance"), "nuisance")
     if not isinstance(nuisance, Mapping):
@@ -306,7 +306,11 @@ def _check_nuisance(nuisance: Any, problems: _Problems) -> None:
     problems.number(nuisance, "folds", "nuisance", low=2, integer=True)
     problems.number(nuisance, "tune_folds", "nuisance", low=2, integer=True)
     problems.number(nuisance, "tune_max_rows", "nuisance", low=1, integer=True)
-    for key, allowed_values in (("outcome_mode", OUTCOME_MODES), ("outcome_loss", tuple(OUTCOME_METRICS))):
+    for key, allowed_values in (
+        ("outcome_mode", OUTCOME_MODES),
+        ("outcome_loss", tuple(OUTCOME_METRICS)),
+        ("stack", STACKABLE),
+    ):
         if nuisance.get(key) is not None:
             problems.choices(nuisance[key], allowed_values, f"nuisance.{key}", key)
     grid = nuisance.get("grid")

@@ -333,3 +333,52 @@ def test_outcome_only_families_are_skipped_for_the_propensity(confounded):
     )
     assert set(nuis.selection_["propensity"]["losses"]) == {"constant", "linear"}
     assert set(nuis.selection_["outcome"]["losses"]) == {"constant", "linear", "linear_boosting"}
+
+
+def test_mean_stack_weights_recover_a_known_mixture():
+    """y = 0.7 p1 + 0.3 p2 + noise (SD 0.1, n = 2000): each weight's standard error is about 0.1 / sqrt(2000) =
+    0.002, so 0.02 is ten of them; a column of pure noise gets no weight (below MIN_WEIGHT, dropped)."""
+    from causal.stacking import MIN_WEIGHT, mean_stack_weights
+
+    rng = np.random.default_rng(4)
+    p = rng.normal(size=(2000, 3))
+    y = 0.7 * p[:, 0] + 0.3 * p[:, 1] + 0.1 * rng.normal(size=2000)
+    w = mean_stack_weights(p, y)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:2] == pytest.approx([0.7, 0.3], abs=0.02)
+    assert w[2] == 0.0 and MIN_WEIGHT > 0
+    # Unit weights change the fit: units weighted where only p2 explains y pull the weight to p2.
+    y2 = np.where(np.arange(2000) < 1000, p[:, 0], p[:, 1])
+    sw = np.where(np.arange(2000) < 1000, 0.01, 1.0)
+    assert mean_stack_weights(p[:, :2], y2, sw)[1] > 0.9
+
+
+def test_outcome_stack_is_cross_fitted_in_every_repeat_and_refittable():
+    """stack=[outcome]: the candidates' convex combination is chosen when two get weight; its loss is no worse than
+    the best single candidate's; later repeats refit each member in its own structure; learner() gives a model of
+    E[y | x] with the same members."""
+    from causal.stacking import MeanStack
+
+    rng = np.random.default_rng(5)
+    n = 1200
+    x = rng.uniform(-2, 2, size=(n, 3))
+    t = rng.binomial(1, 1 / (1 + np.exp(-x[:, 0])))
+    y = 2 * x[:, 0] + np.sin(3 * x[:, 1]) + t * (1 + x[:, 2]) + 0.3 * rng.normal(size=n)
+    nuis = CrossFitNuisance(
+        candidates=["linear", "hist_gradient_boosting"], outcome_mode="auto", stack=("outcome",), repeats=2
+    ).fit(x, t, y)
+    sel = nuis.selection_["outcome"]
+    assert sel["chosen"] == "stack" and len(sel["weights"]) >= 2
+    assert sum(sel["weights"].values()) == pytest.approx(1.0)
+    singles = {k: v for k, v in sel["losses"].items() if k != "stack"}
+    assert sel["losses"]["stack"] <= min(singles.values()) + 1e-9
+    assert nuis.outcome_treated_repeats_.shape == (2, n) and np.isfinite(nuis.outcome_treated_repeats_).all()
+    # The second repeat (new folds, members refitted) predicts as well as the first.
+    truth1 = 2 * x[:, 0] + np.sin(3 * x[:, 1]) + 1 + x[:, 2]
+    rmse = np.sqrt(np.mean((nuis.outcome_treated_repeats_ - truth1) ** 2, axis=1))
+    assert rmse[1] < 1.5 * rmse[0] and rmse[0] < 0.5
+    model = nuis.learner("outcome")
+    assert isinstance(model, MeanStack)
+    assert np.corrcoef(model.fit(x, y).predict(x), y)[0, 1] > 0.9
+    with pytest.raises(ValueError, match="nuisance.stack"):
+        CrossFitNuisance(candidates=["linear"], stack=("outcomes",)).fit(x, t, y)

@@ -72,6 +72,7 @@ BAD_KEYS = [
     (["overlap.rule=crumb"], "overlap.rule", "did you mean crump"),
     (["nuisance.folds=1"], "nuisance.folds", "not in [2, inf)"),
     (["nuisance.outcome_loss=weigthed"], "nuisance.outcome_loss", "did you mean weighted"),
+    (["nuisance.stack=[outcom]"], "nuisance.stack", "did you mean outcome"),
     (["nuisance.outcome_mode=arm"], "nuisance.outcome_mode", "did you mean arms"),
     (["data=table"], "data.path", "required value is not set"),
     (["roles.groups=???"], "roles.groups", "required value is not set"),
