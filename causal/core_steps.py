@@ -188,7 +188,16 @@ def _estimands(ctx: RunContext, clip: float) -> None:
             continue
         arms = tuple(a[:, mask] for a in _arms(nuis))
         groups = None if ctx.clusters is None else ctx.clusters[mask]
-        out[kind], _ = estimands.aipw(kind, ds.y[mask], ds.t[mask], *arms, clip=clip, alpha=ctx.alpha, groups=groups)
+        out[kind], _ = estimands.aipw(
+            kind,
+            ds.y[mask],
+            ds.t[mask],
+            *arms,
+            clip=clip,
+            alpha=ctx.alpha,
+            groups=groups,
+            members=nuis.outcome_members(mask),
+        )
     chosen = estimand_of(ctx.cfg)
     if chosen not in out:
         raise ValueError(f"config key estimand={chosen}: needs the overlap step in `steps`")

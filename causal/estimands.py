@@ -25,6 +25,13 @@ ATT only the upper bound applies) inside the scores, and the number of units cli
 estimate. Clipping keeps the population (unlike
 trimming, which changes the estimand to ``ate_overlap``) at the price of a small bias for the clipped units.
 
+Model-averaged standard error: with a stacked outcome (``nuisance.stack`` with ``outcome``) the estimate is the
+weighted mean of the estimates with each member's outcome model alone (the score is linear in mu1 and mu0), and its
+standard error counts their disagreement, sum_k w_k sqrt(se_k^2 + (theta_k - theta)^2) (Buckland, Burnham & Augustin,
+1997). Where the propensity leaves outcome-model error uncorrected (units without comparable units of the other arm,
+a poorly fitted propensity), members that fit equally well can still give different answers; the plain standard
+error would ignore that.
+
 Repeated cross-fitting (``nuisance.repeats`` = R fold splits): each repeat r gives (theta_r, se_r); the estimate is
 the median of theta_r and its variance the median of se_r^2 + (theta_r - theta)^2 (Chernozhukov et al., 2018,
 section 3.4; DoubleML's aggregation), which adds the spread due to the fold split to the sampling variance.
@@ -33,6 +40,7 @@ section 3.4; DoubleML's aggregation), which adds the spread due to the fold spli
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -130,6 +138,55 @@ def _one(
     return theta, mean_stderr(influence, groups), s
 
 
+def _repeats(
+    kind: str,
+    y: np.ndarray,
+    t: np.ndarray,
+    e_all: np.ndarray,
+    mu1_all: np.ndarray,
+    mu0_all: np.ndarray,
+    clip: float,
+    groups: np.ndarray | None,
+) -> tuple[list[float], list[float], list[int], np.ndarray]:
+    """(theta_r, se_r, units clipped) of each repeat and the scores averaged over the repeats."""
+    arrays = [np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (e_all, mu1_all, mu0_all)]
+    thetas, ses, n_clipped = [], [], []
+    scores = np.zeros(len(y))
+    for e, mu1, mu0 in zip(*arrays, strict=True):
+        e_c, moved = clip_propensity(e, clip, upper_only=kind == "att")
+        theta, se, s = _one(kind, y, t, e_c, mu1, mu0, groups)
+        thetas.append(theta)
+        ses.append(se)
+        n_clipped.append(moved)
+        scores += s / len(arrays[0])
+    return thetas, ses, n_clipped, scores
+
+
+def model_averaged_stderr(
+    kind: str,
+    y: np.ndarray,
+    t: np.ndarray,
+    e_all: np.ndarray,
+    members: Mapping[str, tuple[float, np.ndarray, np.ndarray]],
+    theta: float,
+    *,
+    clip: float = DEFAULT_CLIP,
+    groups: np.ndarray | None = None,
+) -> tuple[float, dict[str, float]]:
+    """Standard error of the stacked-outcome estimate ``theta`` that counts the outcome learners' disagreement
+    (Buckland, Burnham & Augustin, 1997): sum_k w_k sqrt(se_k^2 + (theta_k - theta)^2), theta_k and se_k the
+    estimate with member k's outcome alone (median over repeats, :func:`aggregate`).
+
+    Returns the standard error and ``{member: theta_k}``."""
+    total, by_member = 0.0, {}
+    for name, (weight, mu1, mu0) in members.items():
+        thetas, ses, _, _ = _repeats(kind, y, t, e_all, mu1, mu0, clip, groups)
+        theta_k, se_k = aggregate(np.array(thetas), np.array(ses))
+        by_member[name] = theta_k
+        total += float(weight) * float(np.sqrt(se_k**2 + (theta_k - theta) ** 2))
+    return total, by_member
+
+
 def aggregate(thetas: np.ndarray, ses: np.ndarray) -> tuple[float, float]:
     """Median aggregation over repeated cross-fits: (median theta, sqrt(median(se^2 + (theta_r - median)^2)))."""
     thetas, ses = np.asarray(thetas, dtype=np.float64), np.asarray(ses, dtype=np.float64)
@@ -148,6 +205,7 @@ def aipw(
     clip: float = DEFAULT_CLIP,
     alpha: float = 0.05,
     groups: np.ndarray | None = None,
+    members: Mapping[str, tuple[float, np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """AIPW estimate of ``ate`` (also used for ``ate_overlap`` on the kept rows) or ``att``.
 
@@ -163,6 +221,10 @@ def aipw(
         1 - confidence level.
     groups : ndarray of shape (n,), optional
         Cluster labels: cluster-robust standard errors (:func:`mean_stderr`).
+    members : mapping, optional
+        A stacked outcome's members, ``{name: (weight, mu1, mu0)}`` (arrays as above; the outcome arrays are their
+        weighted sums, ``CrossFitNuisance.outcome_members_``): the standard error is then model-averaged
+        (:func:`model_averaged_stderr`), and the record adds ``stderr_within_model`` and ``estimates_by_member``.
 
     Returns
     -------
@@ -177,17 +239,14 @@ def aipw(
         raise ValueError(f"estimand must be one of {ESTIMANDS}, got {kind!r}")
     if kind == "att" and not np.any(np.asarray(t) == 1):
         raise ValueError("the ATT needs treated units")
-    arrays = [np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (propensity, outcome_treated, outcome_control)]
-    thetas, ses, n_clipped = [], [], []
-    scores = np.zeros(len(y))
-    for e, mu1, mu0 in zip(*arrays, strict=True):
-        e_c, moved = clip_propensity(e, clip, upper_only=kind == "att")
-        theta, se, s = _one(kind, y, t, e_c, mu1, mu0, groups)
-        thetas.append(theta)
-        ses.append(se)
-        n_clipped.append(moved)
-        scores += s / len(arrays[0])
+    e_all = np.atleast_2d(np.asarray(propensity, dtype=np.float64))
+    thetas, ses, n_clipped, scores = _repeats(kind, y, t, e_all, outcome_treated, outcome_control, clip, groups)
     theta, se = aggregate(np.array(thetas), np.array(ses))
+    averaged: dict[str, Any] = {}
+    if members is not None and len(members) > 1:
+        se_within = se
+        se, by_member = model_averaged_stderr(kind, y, t, e_all, members, theta, clip=clip, groups=groups)
+        averaged = {"stderr_within_model": se_within, "estimates_by_member": by_member}
     if n_clipped[0] >= EXTRAPOLATED_SHARE * len(y):
         log.warning(
             "%s: %d of %d units (%.0f%%) have a propensity beyond the clipping bound %g: their effect is the outcome "
@@ -210,11 +269,13 @@ def aipw(
         population=POPULATIONS[kind],
         method=f"AIPW ({kind.upper() if kind != 'ate_overlap' else 'ATE on the overlap population'}) with "
         "per-arm outcome predictions"
-        + (f"; standard error robust to {clusters['n_clusters']} clusters" if clusters else ""),
+        + (f"; standard error robust to {clusters['n_clusters']} clusters" if clusters else "")
+        + (f"; model-averaged over {len(averaged['estimates_by_member'])} outcome learners" if averaged else ""),
         n_clipped=int(n_clipped[0]),
         clip=float(clip),
         repeats=len(thetas),
         estimates_by_repeat=[float(v) for v in thetas],
         **clusters,
+        **averaged,
     )
     return record, scores

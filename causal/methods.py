@@ -126,6 +126,7 @@ def estimate_all(
     bias_correction: bool = True,
     t_learner_arms: tuple[np.ndarray, np.ndarray] | None = None,
     groups: np.ndarray | None = None,
+    members: dict[str, tuple] | None = None,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """The estimators that need only the nuisances (every method but the two EconML ones).
 
@@ -140,6 +141,9 @@ def estimate_all(
         Per-arm outcome predictions for the T-learner when ``arms`` holds a pooled model's; default ``arms``'.
     groups : ndarray of shape (n,), optional
         Cluster labels: the AIPW entries' standard errors are cluster-robust (as the headline's).
+    members : dict, optional
+        A stacked outcome's members (:func:`causal.estimands.aipw`): the AIPW entries' standard errors are
+        model-averaged (as the headline's).
 
     Returns
     -------
@@ -156,7 +160,9 @@ def estimate_all(
     for kind in ("ate", "att"):
         name = f"aipw_{kind}"
         if name in include:
-            rec, scores = estimands.aipw(kind, y, t, e_all, mu1_all, mu0_all, clip=clip, alpha=alpha, groups=groups)
+            rec, scores = estimands.aipw(
+                kind, y, t, e_all, mu1_all, mu0_all, clip=clip, alpha=alpha, groups=groups, members=members
+            )
             out[name] = _record(rec, kind, method="AIPW (doubly robust)", n_clipped=rec["n_clipped"])
             parts[name] = scores
         name = f"ipw_{kind}"
@@ -240,6 +246,7 @@ def run_step(ctx: Any) -> None:
         variance_neighbors=int(opts.get("variance_neighbors", DEFAULT_VARIANCE_NEIGHBORS)),
         bias_correction=bool(opts.get("bias_correction", True)),
         groups=None if ctx.clusters is None else ctx.clusters[keep],
+        members=ctx.nuisance.outcome_members(keep),
     )  # fmt: skip
     more, more_parts = econml_entries(ctx, include, ctx.alpha)
     estimates.update(more)

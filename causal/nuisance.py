@@ -116,6 +116,10 @@ class CrossFitNuisance(BaseEstimator):
     outcome_ : ndarray of shape (n,)
         E[Y | x] = e mu1 + (1 - e) mu0.
     propensity_repeats_, outcome_treated_repeats_, outcome_control_repeats_ : ndarray of shape (repeats, n)
+    outcome_members_ : dict
+        With a stacked outcome, ``{member: (weight, mu1, mu0)}`` (arrays of shape (repeats, n)) whose weighted sums
+        are the outcome arrays above, for the model-averaged standard error (:func:`causal.estimands.aipw`);
+        empty for a single learner.
     selection_ : dict
         ``{"propensity": ..., "outcome": ...}``: ``chosen`` (a candidate, or ``"stack"``), ``losses`` (out-of-fold,
         per candidate), ``metric``, ``n_rows``, and for a stack its ``weights`` ({candidate: weight}),
@@ -207,18 +211,16 @@ class CrossFitNuisance(BaseEstimator):
         self.groups_ = groups
         first = self._select(features, t, y, groups)
         selected = time.perf_counter()
-        e_all, mu1_all, mu0_all = [], [], []
+        e_all, parts_all = [], []
         for r in range(self._n_repeats(n)):
             folds = self._folds(n, t, groups, r)
             if r == 0:
                 self.folds_ = folds
-            e, mu1, mu0 = first if (r == 0 and first is not None) else self._crossfit(features, t, y, folds, r)
+            e, parts = first if (r == 0 and first is not None) else self._crossfit(features, t, y, folds, r)
             e_all.append(e)
-            mu1_all.append(mu1)
-            mu0_all.append(mu0)
+            parts_all.append(parts)
+        self._store_outcomes(parts_all)
         self.propensity_repeats_ = np.vstack(e_all)
-        self.outcome_treated_repeats_ = np.vstack(mu1_all)
-        self.outcome_control_repeats_ = np.vstack(mu0_all)
         self.propensity_ = self.propensity_repeats_.mean(axis=0)
         self.outcome_treated_ = self.outcome_treated_repeats_.mean(axis=0)
         self.outcome_control_ = self.outcome_control_repeats_.mean(axis=0)
@@ -375,10 +377,6 @@ class CrossFitNuisance(BaseEstimator):
         self, role: str, name: str, features: np.ndarray, t: np.ndarray, y: np.ndarray, folds: Any, tag: str
     ) -> Any:
         """Out-of-fold predictions of one candidate: e for the propensity, (mu1, mu0) for the outcome."""
-        if role == "outcome" and name == "stack":  # each member in its own structure (pooled or per arm)
-            weights = self.selection_["outcome"]["weights"]
-            parts = {m: self._predict_role(role, m, features, t, y, folds, tag) for m in weights}
-            return tuple(sum(w * parts[m][arm] for m, w in weights.items()) for arm in (0, 1))
         learner = self._learner(role, name, len(t))
         opts = {
             "use_ray": self.use_ray,
@@ -458,7 +456,7 @@ class CrossFitNuisance(BaseEstimator):
         self.chosen_ = {role: sel["chosen"] for role, sel in self.selection_.items()}
         if not full:
             return None
-        return chosen["propensity"], chosen["outcome"][0], chosen["outcome"][1]
+        return chosen["propensity"], {m: preds[m] for m in self._outcome_weights()}  # preds: the outcome's
 
     def _outcome_loss(self, t: np.ndarray, y: np.ndarray, e: np.ndarray) -> Callable[[Any], float]:
         """Out-of-fold loss of an outcome candidate's (mu1, mu0): squared error on each unit's own arm, either
@@ -523,10 +521,35 @@ class CrossFitNuisance(BaseEstimator):
 
     def _crossfit(
         self, features: np.ndarray, t: np.ndarray, y: np.ndarray, folds: Any, r: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """One repeat: e and {outcome member: (mu1, mu0)} (the chosen learner alone, or each stack member in its
+        own structure, pooled or per arm)."""
         e = self._predict_role("propensity", self.chosen_["propensity"], features, t, y, folds, f"r{r}")
-        mu1, mu0 = self._predict_role("outcome", self.chosen_["outcome"], features, t, y, folds, f"r{r}")
-        return e, mu1, mu0
+        parts = {m: self._predict_role("outcome", m, features, t, y, folds, f"r{r}") for m in self._outcome_weights()}
+        return e, parts
+
+    def outcome_members(self, rows: np.ndarray | None = None) -> dict[str, tuple] | None:
+        """A stacked outcome's members ``{name: (weight, mu1, mu0)}`` (arrays of shape (repeats, n_rows)) on
+        ``rows`` (a boolean mask or indices; all by default), or None for a single learner; after :meth:`fit`."""
+        members = getattr(self, "outcome_members_", None)
+        if not members:
+            return None
+        pick = slice(None) if rows is None else rows
+        return {m: (w, mu1[:, pick], mu0[:, pick]) for m, (w, mu1, mu0) in members.items()}
+
+    def _outcome_weights(self) -> dict[str, float]:
+        """{member: weight} of the outcome: the stack's weights, or the chosen learner with weight 1."""
+        sel = self.selection_["outcome"]
+        return dict(sel["weights"]) if sel["chosen"] == "stack" else {sel["chosen"]: 1.0}
+
+    def _store_outcomes(self, parts_all: list[dict[str, Any]]) -> None:
+        """mu1 and mu0 of every repeat (the members' weighted sum), and each member's when the outcome is a stack."""
+        weights = self._outcome_weights()
+        members = {m: tuple(np.vstack([p[m][arm] for p in parts_all]) for arm in (0, 1)) for m in weights}
+        self.outcome_treated_repeats_, self.outcome_control_repeats_ = (
+            np.sum([w * members[m][arm] for m, w in weights.items()], axis=0) for arm in (0, 1)
+        )
+        self.outcome_members_ = {m: (w, *members[m]) for m, w in weights.items()} if len(weights) > 1 else {}
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description: learners chosen (with every candidate's loss), parameters, tuning, scores."""

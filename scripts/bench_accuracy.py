@@ -53,7 +53,9 @@ METHODS = ("project", "doubleml_lasso", "doubleml_rf", "econml_forest", "econml_
 # -------------------------------------------------------------------------------------------------------- methods
 def project(rep: Replication, seed: int, overrides: list[str]) -> dict[str, tuple[float, float, float]]:
     """The shipped defaults (``project``), and from the same nuisances the variants the defaults were chosen
-    against: one cross-fit instead of ``nuisance.repeats`` (``project_repeats1``), other clipping bounds."""
+    against: one cross-fit instead of ``nuisance.repeats`` (``project_repeats1``, plain standard error), other
+    clipping bounds, and a stacked outcome's plain standard error without the members' disagreement
+    (``project_within_se``)."""
     from causal import estimands
     from causal.context import to_plain
     from causal.nuisance import from_config
@@ -67,13 +69,16 @@ def project(rep: Replication, seed: int, overrides: list[str]) -> dict[str, tupl
     nuis = from_config(to_plain(cfg.nuisance), seed=seed).fit(x, t, y, groups=folds)
     arms = (nuis.propensity_repeats_, nuis.outcome_treated_repeats_, nuis.outcome_control_repeats_)
     clip = float(to_plain(cfg.dml).get("clip", estimands.DEFAULT_CLIP))
-    variants = {"project": (arms, clip), "project_repeats1": (tuple(a[:1] for a in arms), clip)}
+    members = nuis.outcome_members()
+    variants = {"project": (arms, clip, members), "project_repeats1": (tuple(a[:1] for a in arms), clip, None)}
+    if members:  # the stacked outcome's interval without the members' disagreement
+        variants["project_within_se"] = (arms, clip, None)
     for other in (0.01, 0.025, 0.05, 0.1):
         if other != clip:
-            variants[f"project_clip{other:g}"] = (arms, other)
+            variants[f"project_clip{other:g}"] = (arms, other, members)
     out = {}
-    for name, (use, bound) in variants.items():
-        rec, _ = estimands.aipw(str(cfg.estimand), y, t, *use, clip=bound, groups=groups)
+    for name, (use, bound, parts) in variants.items():
+        rec, _ = estimands.aipw(str(cfg.estimand), y, t, *use, clip=bound, groups=groups, members=parts)
         out[name] = (rec["estimate"], rec["ci_low"], rec["ci_high"])
     return out
 

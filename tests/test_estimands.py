@@ -231,3 +231,31 @@ def test_simulated_runs_cluster_by_title_unless_switched_off(tmp_path):
     plain = run(_pipeline_cfg([*SMALL_RUN, "data.cluster=null"]), tmp_path / "b")
     assert "n_clusters" not in plain["ate"]
     assert plain["ate"]["stderr"] < res["ate"]["stderr"]  # title shocks: independent-row errors are too small
+
+
+def test_model_averaged_stderr_adds_the_members_disagreement():
+    """Stacked outcome: the estimate is the weighted mean of the members' estimates (the score is linear in mu1, mu0)
+    and the standard error is Buckland et al.'s sum_k w_k sqrt(se_k^2 + (theta_k - theta)^2): equal to the plain
+    one when the members agree, larger by their spread when they do not."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    x = rng.normal(size=n)
+    e = 1 / (1 + np.exp(-x))
+    t = rng.binomial(1, e)
+    y = x + t * 1.0 + rng.normal(size=n)
+    good = (x + 1.0, x)
+    off = (x + 1.0 + 0.4 * (x < -1), x)  # wrong where few treated units are: AIPW corrects only part of it
+    w = {"good": 0.5, "off": 0.5}
+    mu1 = 0.5 * good[0] + 0.5 * off[0]
+    rec, _ = estimands.aipw("ate", y, t, e, mu1, x, members={"good": (0.5, *good), "off": (0.5, *off)})
+    singles = {k: estimands.aipw("ate", y, t, e, *m)[0] for k, m in (("good", good), ("off", off))}
+    assert rec["estimate"] == pytest.approx(sum(w[k] * singles[k]["estimate"] for k in w), rel=1e-12)
+    expected = sum(
+        w[k] * np.sqrt(singles[k]["stderr"] ** 2 + (singles[k]["estimate"] - rec["estimate"]) ** 2) for k in w
+    )
+    assert rec["stderr"] == pytest.approx(expected, rel=1e-12)
+    assert rec["stderr"] > rec["stderr_within_model"]
+    assert rec["estimates_by_member"] == pytest.approx({k: singles[k]["estimate"] for k in w})
+    assert "model-averaged over 2 outcome learners" in rec["method"]
+    same, _ = estimands.aipw("ate", y, t, e, *good, members={"a": (0.5, *good), "b": (0.5, *good)})
+    assert same["stderr"] == pytest.approx(estimands.aipw("ate", y, t, e, *good)[0]["stderr"], rel=1e-12)

@@ -377,6 +377,10 @@ def test_outcome_stack_is_cross_fitted_in_every_repeat_and_refittable():
     truth1 = 2 * x[:, 0] + np.sin(3 * x[:, 1]) + 1 + x[:, 2]
     rmse = np.sqrt(np.mean((nuis.outcome_treated_repeats_ - truth1) ** 2, axis=1))
     assert rmse[1] < 1.5 * rmse[0] and rmse[0] < 0.5
+    members = nuis.outcome_members()
+    assert set(members) == set(sel["weights"])
+    rebuilt = sum(w * mu1 for w, mu1, _ in members.values())
+    assert np.allclose(rebuilt, nuis.outcome_treated_repeats_)
     model = nuis.learner("outcome")
     assert isinstance(model, MeanStack)
     assert np.corrcoef(model.fit(x, y).predict(x), y)[0, 1] > 0.9
