@@ -250,7 +250,7 @@ def aipw(
     if n_clipped[0] >= EXTRAPOLATED_SHARE * len(y):
         log.warning(
             "%s: %d of %d units (%.0f%%) have a propensity beyond the clipping bound %g: their effect is the outcome "
-            "models' extrapolation, an error the interval does not include (estimand=ate_overlap does not "
+            "models' extrapolation, an error the interval does not fully include (estimand=ate_overlap does not "
             "extrapolate)",
             kind,
             n_clipped[0],

@@ -41,7 +41,8 @@ def extrapolation_note(ate: Mapping[str, Any]) -> str | None:
 
     Where units of one arm have no comparable units of the other (propensity near 0 or 1), the doubly robust
     correction has nothing to correct with, so the estimate over them is the outcome models' extrapolation, and the
-    interval does not include that model's error. None below :data:`EXTRAPOLATED_SHARE` of the units.
+    interval does not fully include that error (a stacked outcome's model-averaged standard error counts only its
+    members' disagreement). None below :data:`EXTRAPOLATED_SHARE` of the units.
     """
     clipped, units, bound = ate.get("n_clipped"), ate.get("n_units") or ate.get("n"), ate.get("clip")
     if not clipped or not units or bound is None or clipped / units < EXTRAPOLATED_SHARE:
@@ -50,7 +51,7 @@ def extrapolation_note(ate: Mapping[str, Any]) -> str | None:
     return (
         f"Caution: {clipped / units:.0%} of the units ({clipped:,} of {units:,}) have a propensity score {side}: "
         "the other arm has no comparable units there, so the estimate for them rests on the outcome models' "
-        "extrapolation, an error its interval does not include; the effect over the overlap population "
+        "extrapolation, an error its interval does not fully include; the effect over the overlap population "
         "(estimand=ate_overlap) does not extrapolate."
     )
 
