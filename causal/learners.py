@@ -29,9 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special
 from scipy.linalg import LinAlgWarning
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
@@ -367,74 +366,3 @@ def select_predict(
 
     chosen, preds, losses = choose(list(specs), fit_oof, lambda p: np.mean((target - p) ** 2), role=role)
     return preds[chosen], {"chosen": chosen, "losses": losses, "metric": "mse"}
-
-
-class LogitStack(ClassifierMixin, BaseEstimator):
-    """Propensity model that combines fitted classifiers on the logit scale with fixed weights (a super learner).
-
-    ``P(T=1 | x) = expit(intercept + sum_k weights[k] * logit(e_k(x)))``, where ``e_k`` is candidate k refitted on
-    the training rows. The weights come from :func:`logit_stack_weights` on the candidates' out-of-fold predictions;
-    here they are fixed, so cross-fitting this estimator costs one fit per candidate and fold.
-
-    Parameters
-    ----------
-    estimators : list of scikit-learn classifiers
-    weights : sequence of float
-        Non-negative weight of each estimator's logit.
-    intercept : float
-    """
-
-    def __init__(self, estimators: Sequence[Any], weights: Sequence[float], intercept: float = 0.0):
-        self.estimators = estimators
-        self.weights = weights
-        self.intercept = intercept
-
-    def fit(self, x: np.ndarray, t: np.ndarray) -> LogitStack:
-        from sklearn.base import clone
-
-        self.estimators_ = [clone(est).fit(x, t) for est in self.estimators]
-        self.classes_ = np.unique(t)
-        return self
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        logits = np.column_stack([_logit(est.predict_proba(x)[:, 1]) for est in self.estimators_])
-        e = special.expit(self.intercept + logits @ np.asarray(self.weights, dtype=np.float64))
-        return np.column_stack([1 - e, e])
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return (self.predict_proba(x)[:, 1] >= 0.5).astype(int)
-
-
-def _logit(e: np.ndarray) -> np.ndarray:
-    return special.logit(np.clip(np.asarray(e, dtype=np.float64), 1e-4, 1 - 1e-4))
-
-
-def logit_stack_weights(predictions: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, float]:
-    """Non-negative weights and an intercept minimising the log loss of ``expit(b + logit(P) @ w)``.
-
-    Parameters
-    ----------
-    predictions : ndarray of shape (n, k)
-        Out-of-fold propensities of k candidates.
-    t : ndarray of shape (n,)
-        0/1 treatment.
-
-    Returns
-    -------
-    weights : ndarray of shape (k,)
-    intercept : float
-    """
-    z = _logit(predictions)
-    t = np.asarray(t, dtype=np.float64)
-    k = z.shape[1]
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        e = np.clip(special.expit(theta[k] + z @ theta[:k]), 1e-12, 1 - 1e-12)
-        value = -np.mean(t * np.log(e) + (1 - t) * np.log(1 - e))
-        grad = np.append(z.T @ (e - t), np.sum(e - t)) / len(t)
-        return float(value), grad
-
-    start = np.append(np.full(k, 1.0 / k), 0.0)
-    fit = optimize.minimize(loss, start, jac=True, method="L-BFGS-B", bounds=[(0, None)] * k + [(None, None)])
-    weights = np.where(fit.x[:k] < 1e-4, 0.0, fit.x[:k])
-    return weights, float(fit.x[k])

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 
@@ -101,7 +100,7 @@ class CrossFitNuisance(BaseEstimator):
     stack : sequence of str
         Nuisances (``"propensity"``, ``"outcome"``) whose candidates are combined instead of picking one, with
         weights fitted to the out-of-fold predictions: on the logit scale for the propensity
-        (:class:`causal.learners.LogitStack`), a convex combination under the outcome loss for the outcome
+        (:class:`causal.stacking.LogitStack`), a convex combination under the outcome loss for the outcome
         (:mod:`causal.stacking`). Used when the choice is made on all rows (at most ``select_max_rows``); above,
         the single best candidate.
 
@@ -325,7 +324,7 @@ class CrossFitNuisance(BaseEstimator):
             members = [self._learner(role, member, n_rows) for member in spec["weights"]]
             if role == "outcome":  # a model of E[y | x] from the same members (for refits and per-arm fits)
                 return stacking.MeanStack(members, list(spec["weights"].values()))
-            return learners.LogitStack(members, list(spec["weights"].values()), spec["intercept"])
+            return stacking.LogitStack(members, list(spec["weights"].values()), spec["intercept"])
         spec = self.learners_[role][name]
         kind = "classifier" if role == "propensity" else "regressor"
         params = self.classifier_params_ if kind == "classifier" else self.regressor_params_
@@ -483,16 +482,13 @@ class CrossFitNuisance(BaseEstimator):
         return np.where(t == 1, w / w[t == 1].sum(), w / w[t == 0].sum())
 
     def _stack_propensity(self, preds: dict[str, np.ndarray], t: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
-        """Logit-scale weights of the candidates (the constant is the intercept); ``"stack"`` when two or more
-        candidates get weight, else the single best."""
-        names = [nm for nm in preds if nm != "constant"]
-        weights, intercept = learners.logit_stack_weights(np.column_stack([preds[nm] for nm in names]), t)
-        used = {nm: float(w) for nm, w in zip(names, weights, strict=True) if w > 0}
+        """``"stack"`` and its predictions added when two or more candidates get weight on the logit scale
+        (:func:`causal.stacking.stack_propensity`), else the single best."""
         sel = self.selection_["propensity"]
-        if len(used) < 2:
+        stack = stacking.stack_propensity(preds, t)
+        if stack is None:
             return sel["chosen"], preds
-        z = np.column_stack([learners._logit(preds[nm]) for nm in used])
-        stacked = special.expit(intercept + z @ np.array(list(used.values())))
+        used, intercept, stacked = stack
         sel["losses"]["stack"] = learners.log_loss(t, stacked)
         sel.update(chosen="stack", best_single=sel["chosen"], weights=used, intercept=intercept)
         log.info("propensity: stack of %s (out-of-fold log loss %.5g)", used, sel["losses"]["stack"])
@@ -501,17 +497,14 @@ class CrossFitNuisance(BaseEstimator):
     def _stack_outcome(
         self, preds: dict[str, Any], t: np.ndarray, y: np.ndarray, e: np.ndarray, loss: Callable[[Any], float]
     ) -> tuple[str, dict[str, Any]]:
-        """Convex weights of the outcome candidates (:func:`causal.stacking.mean_stack_weights`), fitted to each
-        unit's own-arm out-of-fold prediction under the choice's own weighting (inverse propensity per arm for
-        ``outcome_loss=weighted``); ``"stack"`` when two or more candidates get weight, else the single best."""
-        names = [nm for nm in preds if not _is_constant(nm)]
-        observed = np.column_stack([np.where(t == 1, preds[nm][0], preds[nm][1]) for nm in names])
-        weights = stacking.mean_stack_weights(observed, y, self._unit_weights(t, e))
-        used = {nm: float(w) for nm, w in zip(names, weights, strict=True) if w > 0}
+        """``"stack"`` and its (mu1, mu0) added when two or more candidates get weight under the choice's own
+        weighting (:func:`causal.stacking.stack_outcome`) and the stack's loss beats the best single candidate's."""
         sel = self.selection_["outcome"]
-        if len(used) < 2:
+        members = {nm: mu for nm, mu in preds.items() if not _is_constant(nm)}
+        stack = stacking.stack_outcome(members, t, y, self._unit_weights(t, e))
+        if stack is None:
             return sel["chosen"], preds
-        stacked = tuple(sum(w * preds[nm][arm] for nm, w in used.items()) for arm in (0, 1))
+        used, stacked = stack
         sel["losses"]["stack"] = float(loss(stacked))
         if sel["losses"]["stack"] >= sel["losses"][sel["chosen"]]:  # dropping small weights can cost that much
             return sel["chosen"], preds
@@ -546,9 +539,7 @@ class CrossFitNuisance(BaseEstimator):
         """mu1 and mu0 of every repeat (the members' weighted sum), and each member's when the outcome is a stack."""
         weights = self._outcome_weights()
         members = {m: tuple(np.vstack([p[m][arm] for p in parts_all]) for arm in (0, 1)) for m in weights}
-        self.outcome_treated_repeats_, self.outcome_control_repeats_ = (
-            np.sum([w * members[m][arm] for m, w in weights.items()], axis=0) for arm in (0, 1)
-        )
+        self.outcome_treated_repeats_, self.outcome_control_repeats_ = stacking.combine(weights, members)
         self.outcome_members_ = {m: (w, *members[m]) for m, w in weights.items()} if len(weights) > 1 else {}
 
     def summary(self) -> dict[str, Any]:

@@ -192,7 +192,7 @@ def test_crossfit_rejects_bad_input(confounded):
 def test_logit_stack_weights_favour_the_informative_candidate():
     from scipy import special
 
-    from causal.learners import logit_stack_weights
+    from causal.stacking import logit_stack_weights
 
     rng = np.random.default_rng(1)
     n = 4000
@@ -206,7 +206,7 @@ def test_logit_stack_weights_favour_the_informative_candidate():
 
 
 def test_stacked_propensity_is_a_valid_cross_fitted_learner():
-    from causal import learners
+    from causal import stacking
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 3))
@@ -221,7 +221,7 @@ def test_stacked_propensity_is_a_valid_cross_fitted_learner():
     assert sel["losses"]["stack"] <= min(v for k, v in sel["losses"].items() if k != "stack") + 1e-9
     e = nuis.propensity_repeats_
     assert e.shape == (2, 400) and np.all((e > 0) & (e < 1))
-    assert isinstance(nuis.learner("propensity"), learners.LogitStack)
+    assert isinstance(nuis.learner("propensity"), stacking.LogitStack)
     # Without stacking the single best is used.
     single = CrossFitNuisance(candidates=["linear", "spline"], random_state=0).fit(x, t, y)
     assert single.selection_["propensity"]["chosen"] in ("linear", "spline")
@@ -351,6 +351,25 @@ def test_mean_stack_weights_recover_a_known_mixture():
     y2 = np.where(np.arange(2000) < 1000, p[:, 0], p[:, 1])
     sw = np.where(np.arange(2000) < 1000, 0.01, 1.0)
     assert mean_stack_weights(p[:, :2], y2, sw)[1] > 0.9
+
+
+def test_stack_outcome_on_own_arm_predictions_and_none_for_a_single_member():
+    """Candidate A is right for the treated arm only, B for the control arm only (each unit is scored on its own
+    arm's prediction): the loss (1 - w_a)^2 n1 + w_a^2 n0 (times var(y - noise)) is least at w_a = n1 / n, 0.5 with
+    SD 0.011 at n = 2000, so 0.05 is over four SDs. A candidate equal to y takes all the weight: no stack."""
+    from causal.stacking import combine, stack_outcome
+
+    rng = np.random.default_rng(6)
+    n = 2000
+    t = rng.binomial(1, 0.5, size=n)
+    y = rng.normal(size=n)
+    noise = rng.normal(size=n)
+    preds = {"a": (y, noise), "b": (noise, y)}  # (mu1, mu0): a is exact on the treated, b on the controls
+    weights, (mu1, mu0) = stack_outcome(preds, t, y)
+    assert weights == pytest.approx({"a": 0.5, "b": 0.5}, abs=0.05)
+    assert mu1 == pytest.approx(weights["a"] * y + weights["b"] * noise)
+    assert combine(weights, preds)[1] == pytest.approx(mu0)
+    assert stack_outcome({"exact": (y, y), "noise": (noise, noise)}, t, y) is None
 
 
 def test_outcome_stack_is_cross_fitted_in_every_repeat_and_refittable():

@@ -387,9 +387,9 @@ def test_refutations_refit_the_runs_chosen_learners():
 
     from sklearn.pipeline import Pipeline
 
-    from causal.learners import LogitStack
     from causal.nuisance import CrossFitNuisance
     from causal.sensitivity.step import _refit_learners
+    from causal.stacking import LogitStack
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 3))
