@@ -106,6 +106,7 @@ def step_dml(ctx: RunContext) -> None:
         "seed": ctx.seed,
         "arms": arms,
         "clip": clip,
+        "members": nuis.outcome_members(keep),
     }
     ctx.results["naive"] = dml.naive_difference(ds.y, ds.t, ctx.alpha)  # naive means all units, before trimming
     if not keep.all():

@@ -253,6 +253,7 @@ def estimate(
     seed: int = 0,
     arms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     clip: float = 0.01,
+    members: Mapping[str, tuple[float, np.ndarray, np.ndarray]] | None = None,
 ) -> EffectEstimate:
     """Fit the configured EconML estimator on cached nuisances and derive the ATE, group CATEs and tests.
 
@@ -280,6 +281,10 @@ def estimate(
         Cross-fitted e, mu1, mu0 (every repeat) for the AIPW scores.
     clip : float
         Propensity clipping bound of the AIPW scores.
+    members : mapping, optional
+        A stacked outcome's members for these rows, ``{name: (weight, mu1, mu0)}``
+        (``CrossFitNuisance.outcome_members``), with ``arms``: the ATE's and the group effects' standard errors are
+        then model-averaged (:func:`causal.estimands.aipw`).
 
     Returns
     -------
@@ -330,15 +335,21 @@ def estimate(
             "method": "LinearDML.ate_inference (CATE at the sample's mean X)",
         }
 
+    by_member = None
     if arms is not None:
-        from causal.estimands import aipw
+        from causal.estimands import aipw, member_scores
 
-        ate, scores = aipw("ate", y, t, *arms, clip=clip, alpha=alpha)
+        ate, scores = aipw("ate", y, t, *arms, clip=clip, alpha=alpha, members=members)
+        by_member = member_scores("ate", y, t, arms[0], members, clip=clip) if members else None
     else:
         scores = dr_scores(y, t, propensity, outcome, tau)
         ate = mean_effect(scores, alpha)
         ate["method"] = f"{name}: mean of doubly robust scores (ATE)"
-    cate_by_group = group_effects(scores, groups, alpha, tau=tau) if groups is not None and groups.shape[1] else {}
+    cate_by_group = (
+        group_effects(scores, groups, alpha, tau=tau, member_scores=by_member)
+        if groups is not None and groups.shape[1]
+        else {}
+    )
     heterogeneity = {
         "blp": blp_test(scores, tau, alpha),
         "groups": group_heterogeneity(cate_by_group),

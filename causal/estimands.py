@@ -187,6 +187,24 @@ def model_averaged_stderr(
     return total, by_member
 
 
+def member_scores(
+    kind: str,
+    y: np.ndarray,
+    t: np.ndarray,
+    e_all: np.ndarray,
+    members: Mapping[str, tuple[float, np.ndarray, np.ndarray]],
+    *,
+    clip: float = DEFAULT_CLIP,
+) -> dict[str, tuple[float, np.ndarray]]:
+    """``{member: (weight, per-unit scores averaged over the repeats)}`` of a stacked outcome's members (arrays as
+    in :func:`aipw`): their weighted sum is the stack's scores, for model-averaged group effects
+    (:func:`causal.heterogeneity.group_effects`)."""
+    return {
+        name: (float(weight), _repeats(kind, y, t, e_all, mu1, mu0, clip, None)[3])
+        for name, (weight, mu1, mu0) in members.items()
+    }
+
+
 def aggregate(thetas: np.ndarray, ses: np.ndarray) -> tuple[float, float]:
     """Median aggregation over repeated cross-fits: (median theta, sqrt(median(se^2 + (theta_r - median)^2)))."""
     thetas, ses = np.asarray(thetas, dtype=np.float64), np.asarray(ses, dtype=np.float64)

@@ -14,7 +14,11 @@ from causal.effects import effect
 
 
 def group_effects(
-    scores: np.ndarray, groups: pd.DataFrame, alpha: float = 0.05, tau: np.ndarray | None = None
+    scores: np.ndarray,
+    groups: pd.DataFrame,
+    alpha: float = 0.05,
+    tau: np.ndarray | None = None,
+    member_scores: Mapping[str, tuple[float, np.ndarray]] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Group average effects: DR scores averaged within each level of each group column.
 
@@ -26,35 +30,52 @@ def group_effects(
     alpha : float
     tau : ndarray of shape (n,), optional
         The estimator's CATE; its level mean is added as ``cate_model`` (the plug-in, for comparison).
+    member_scores : mapping, optional
+        With a stacked outcome, ``{member: (weight, scores of shape (n,))}`` (:func:`causal.estimands.member_scores`;
+        ``scores`` is their weighted sum): each level's standard error is then model-averaged as the ATE's
+        (:func:`causal.estimands.model_averaged_stderr`), and the plain one kept as ``stderr_within_model``.
 
     Returns
     -------
     dict
-        ``{column: [{"level", "n", "estimate", "stderr", "ci_low", "ci_high"[, "cate_model"]}, ...]}``, levels
-        sorted by name.
+        ``{column: [{"level", "n", "estimate", "stderr", "ci_low", "ci_high"[, "cate_model"]
+        [, "stderr_within_model"]}, ...]}``, levels sorted by name.
     """
     frame = pd.DataFrame({"psi": np.asarray(scores, dtype=np.float64)})
     if tau is not None:
         frame["tau"] = np.asarray(tau, dtype=np.float64)
+    members = dict(member_scores) if member_scores and len(member_scores) > 1 else {}
+    for k, (_, member) in enumerate(members.values()):
+        frame[f"m{k}"] = np.asarray(member, dtype=np.float64)
     out: dict[str, list[dict[str, Any]]] = {}
     for col in groups.columns:
         frame["level"] = groups[col].astype(str).to_numpy()
-        agg = frame.groupby("level", sort=True).agg(
-            n=("psi", "size"),
-            mean=("psi", "mean"),
-            sd=("psi", "std"),
-            **({"tau": ("tau", "mean")} if tau is not None else {}),
-        )
-        rows = []
-        for level, row in agg.iterrows():
-            n = int(row["n"])
-            se = float(row["sd"]) / np.sqrt(n) if n > 1 else float("nan")
-            rec = {"level": str(level), "n": n, **effect(row["mean"], se, alpha)}
-            if tau is not None:
-                rec["cate_model"] = float(row["tau"])
-            rows.append(rec)
-        out[str(col)] = rows
+        out[str(col)] = [
+            _level_effect(str(level), part, alpha, [w for w, _ in members.values()])
+            for level, part in frame.groupby("level", sort=True)
+        ]
     return out
+
+
+def _level_effect(level: str, part: pd.DataFrame, alpha: float, weights: list[float]) -> dict[str, Any]:
+    """One level's record from its rows of scores (``psi``), CATE (``tau``) and member scores (``m0``, ``m1``, ...)."""
+    n = len(part)
+    se = _mean_se(part["psi"])
+    extra: dict[str, Any] = {}
+    if weights:
+        # Buckland et al.: sum_k w_k sqrt(se_k^2 + (theta_k - theta)^2); theta = sum_k w_k theta_k by linearity.
+        theta = float(part["psi"].mean())
+        spread = [(part[f"m{k}"].mean(), _mean_se(part[f"m{k}"])) for k in range(len(weights))]
+        extra = {"stderr_within_model": se}
+        se = float(sum(w * np.hypot(se_k, th_k - theta) for w, (th_k, se_k) in zip(weights, spread, strict=True)))
+    rec = {"level": level, "n": n, **effect(float(part["psi"].mean()), se, alpha)}
+    if "tau" in part:
+        rec["cate_model"] = float(part["tau"].mean())
+    return {**rec, **extra}
+
+
+def _mean_se(values: pd.Series) -> float:
+    return float(values.std()) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
 def group_heterogeneity(cate_by_group: Mapping[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:

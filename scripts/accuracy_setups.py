@@ -56,7 +56,9 @@ NHEFS_PUBLISHED = (3.5, 2.6, 4.5)
 class Replication:
     """One data set: ``x`` (n, p), ``t`` (n,) 0/1, ``y`` (n,), the ``estimand`` (``ate`` or ``att``) and its
     ``truth``; ``published`` is the (low, high) 95% interval of a published answer, when the truth is one;
-    ``clusters`` the rows' cluster labels where the data declare them (the simulator's titles, ``data.cluster``)."""
+    ``clusters`` the rows' cluster labels where the data declare them (the simulator's titles, ``data.cluster``);
+    ``oracle`` the true nuisances (e, mu1, mu0), each of shape (n,), where the setup knows them (Nie & Wager, Kang &
+    Schafer): AIPW with them is what perfect nuisance models would give, the noise floor of a row."""
 
     x: np.ndarray
     t: np.ndarray
@@ -65,10 +67,11 @@ class Replication:
     estimand: str = "ate"
     published: tuple[float, float] | None = None
     clusters: np.ndarray | None = None
+    oracle: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def nie_wager(mode: str, n: int, seed: int, p: int = 6, sigma: float = 1.0) -> tuple:
-    """Setups A-D of Nie & Wager (2021), as causalml's ``synthetic_data``; returns (X, t, y, tau)."""
+    """Setups A-D of Nie & Wager (2021), as causalml's ``synthetic_data``; returns (X, t, y, tau, (e, mu1, mu0))."""
     rng = np.random.default_rng(seed)
     if mode == "a":
         x = rng.uniform(size=(n, p))
@@ -91,18 +94,19 @@ def nie_wager(mode: str, n: int, seed: int, p: int = 6, sigma: float = 1.0) -> t
             tau = np.maximum(x[:, 0] + x[:, 1] + x[:, 2], 0) - np.maximum(x[:, 3] + x[:, 4], 0)
     t = (rng.uniform(size=n) < e).astype(int)
     y = b + (t - 0.5) * tau + sigma * rng.normal(size=n)
-    return x, t, y, tau
+    return x, t, y, tau, (e, b + tau / 2, b - tau / 2)
 
 
 def kang_schafer(n: int, seed: int) -> tuple:
-    """Kang & Schafer (2007) with a treatment effect 10 + 5 Z1; the learners see the transformed covariates."""
+    """Kang & Schafer (2007) with a treatment effect 10 + 5 Z1; the learners see the transformed covariates. Returns
+    (X, t, y, tau, (e, mu1, mu0))."""
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, 4))
     e = special.expit(-z[:, 0] + 0.5 * z[:, 1] - 0.25 * z[:, 2] - 0.1 * z[:, 3])
     t = (rng.uniform(size=n) < e).astype(int)
     tau = 10 + 5 * z[:, 0]
-    y0 = 210 + 27.4 * z[:, 0] + 13.7 * (z[:, 1] + z[:, 2] + z[:, 3]) + rng.normal(size=n)
-    y = y0 + t * tau
+    mu0 = 210 + 27.4 * z[:, 0] + 13.7 * (z[:, 1] + z[:, 2] + z[:, 3])
+    y = mu0 + rng.normal(size=n) + t * tau
     x = np.column_stack(
         [
             np.exp(z[:, 0] / 2),
@@ -111,7 +115,7 @@ def kang_schafer(n: int, seed: int) -> tuple:
             (z[:, 1] + z[:, 3] + 20) ** 2,
         ]
     )
-    return x, t, y, tau
+    return x, t, y, tau, (e, mu0 + tau, mu0)
 
 
 def compose(overrides: list[str]):
@@ -223,12 +227,13 @@ def make_data(setup: str, n: int, seed: int) -> Replication:
     if setup == "simulator":
         x, t, y, tau, clusters = simulator(n, seed)
         return Replication(x=x, t=t, y=y, truth=float(np.mean(tau)), clusters=clusters)
+    oracle = None
     if setup == "ihdp_b":
         x, t, y, tau = ihdp_b(seed)
     elif setup.startswith("nw_"):
-        x, t, y, tau = nie_wager(setup[-1], n, seed)
+        x, t, y, tau, oracle = nie_wager(setup[-1], n, seed)
     elif setup == "kang_schafer":
-        x, t, y, tau = kang_schafer(n, seed)
+        x, t, y, tau, oracle = kang_schafer(n, seed)
     else:
         raise ValueError(f"unknown setup {setup!r}; choose from {list(SETUPS)}")
-    return Replication(x=x, t=t, y=y, truth=float(np.mean(tau)))
+    return Replication(x=x, t=t, y=y, truth=float(np.mean(tau)), oracle=oracle)

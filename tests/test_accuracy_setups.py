@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -45,3 +46,16 @@ def test_nhefs_is_the_books_smoking_table_with_its_published_answer():
     # The book's unadjusted difference in weight gain, quitters minus non-quitters: 2.5 kg.
     assert round(rep.y[rep.t == 1].mean() - rep.y[rep.t == 0].mean(), 1) == 2.5
     assert rep.truth == 3.5 and rep.published == (2.6, 4.5)
+
+
+def test_oracle_nuisances_are_the_data_generating_ones():
+    """The true (e, mu1, mu0) of Nie & Wager and Kang & Schafer: the residuals on each unit's own arm are the noise
+    (mean 0, SD sigma = 1; at n = 4000 the mean's standard error is 0.016, so 0.08 is five of them), mu1 - mu0 is
+    the effect whose mean is the truth, and e is a probability; the others have none."""
+    for setup in ("nw_a", "nw_b", "nw_c", "nw_d", "kang_schafer"):
+        rep = setups.make_data(setup, 4000, seed=3)
+        e, mu1, mu0 = rep.oracle
+        resid = rep.y - np.where(rep.t == 1, mu1, mu0)
+        assert abs(resid.mean()) < 0.08 and abs(resid.std() - 1.0) < 0.05, setup
+        assert np.mean(mu1 - mu0) == pytest.approx(rep.truth, abs=1e-12) and np.all((e > 0) & (e < 1)), setup
+    assert setups.make_data("ihdp_b", 0, seed=0).oracle is None

@@ -94,6 +94,25 @@ def test_group_effects_and_wald_test():
     assert dml.group_heterogeneity(same)["g"]["df"] == 1
 
 
+def test_group_effects_model_averaged_over_outcome_members():
+    """Two members whose scores differ by a constant shift d only in level b (their 50/50 mix is the stack's
+    scores): level a's standard error stays the plain one; level b's is the Buckland formula,
+    sum_k w_k sqrt(se_k^2 + (theta_k - theta)^2) = sqrt(se^2 + (d / 2)^2), the plain one kept beside it."""
+    rng = np.random.default_rng(5)
+    groups = pd.DataFrame({"g": np.repeat(["a", "b"], 1000)})
+    base = rng.normal(1.0, 1.0, 2000)
+    d = 0.4
+    shift = np.where(groups["g"] == "b", d, 0.0)
+    members = {"m1": (0.5, base + shift / 2), "m2": (0.5, base - shift / 2)}
+    a, b = dml.group_effects(base, groups, member_scores=members)["g"]
+    plain = dml.group_effects(base, groups)["g"]
+    assert a["stderr"] == pytest.approx(plain[0]["stderr"]) and a["estimate"] == pytest.approx(plain[0]["estimate"])
+    se_b = plain[1]["stderr"]
+    assert b["stderr"] == pytest.approx(np.sqrt(se_b**2 + (d / 2) ** 2)) and b["stderr_within_model"] == se_b
+    # One member (a single learner): no averaging.
+    assert "stderr_within_model" not in dml.group_effects(base, groups, member_scores={"m": (1.0, base)})["g"][0]
+
+
 def test_blp_test_detects_heterogeneity_only_when_present():
     x, g, e, t, tau, y, m = _synthetic(seed=2)
     scores = dml.dr_scores(y, t, e, m, tau)
