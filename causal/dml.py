@@ -351,7 +351,7 @@ def estimate(
         else {}
     )
     heterogeneity = {
-        "blp": blp_test(scores, tau, alpha),
+        "blp": blp_test(scores, tau, alpha, member_scores=by_member),
         "groups": group_heterogeneity(cate_by_group),
     }
     done = time.perf_counter()

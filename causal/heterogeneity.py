@@ -99,15 +99,20 @@ def group_heterogeneity(cate_by_group: Mapping[str, list[dict[str, Any]]]) -> di
     return out
 
 
-def blp_test(scores: np.ndarray, tau: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
+def blp_test(
+    scores: np.ndarray,
+    tau: np.ndarray,
+    alpha: float = 0.05,
+    member_scores: Mapping[str, tuple[float, np.ndarray]] | None = None,
+) -> dict[str, Any]:
     """Best linear predictor of the effect (Chernozhukov, Demirer, Duflo & Fernandez-Val, 2022).
 
     OLS of psi on (1, tau - mean(tau)) with HC1 standard errors. ``beta_ate`` estimates the ATE; ``beta_het`` is
     1 when tau captures the heterogeneity exactly and 0 when it captures none; ``p_value`` is one-sided for
-    beta_het > 0 ("heterogeneity detected").
+    beta_het > 0 ("heterogeneity detected"). With ``member_scores`` (a stacked outcome's members, as in
+    :func:`group_effects`) both standard errors are model-averaged over the members' own fits (the coefficients are
+    linear in psi, so the stack's are the members' weighted means), the plain ones kept as ``stderr_within_model``.
     """
-    import statsmodels.api as sm
-
     s = np.asarray(scores, dtype=np.float64)
     tau = np.asarray(tau, dtype=np.float64)
     ok = ~(np.isnan(s) | np.isnan(tau))
@@ -120,11 +125,25 @@ def blp_test(scores: np.ndarray, tau: np.ndarray, alpha: float = 0.05) -> dict[s
             "p_value": float("nan"),
             "note": "the CATE is constant; no heterogeneity to test",
         }
-    fit = sm.OLS(s, np.column_stack([np.ones_like(centred), centred])).fit(cov_type="HC1")
-    params, bse = np.asarray(fit.params), np.asarray(fit.bse)
+    design = np.column_stack([np.ones_like(centred), centred])
+    params, bse = _ols_hc1(s, design)
+    extra: dict[str, Any] = {}
+    if member_scores is not None and len(member_scores) > 1:
+        fits = [(w, *_ols_hc1(np.asarray(m, dtype=np.float64)[ok], design)) for w, m in member_scores.values()]
+        extra = {"stderr_within_model": {"beta_ate": float(bse[0]), "beta_het": float(bse[1])}}
+        bse = np.sum([w * np.hypot(se_k, p_k - params) for w, p_k, se_k in fits], axis=0)
     z = params[1] / bse[1]
     return {
         "beta_ate": effect(params[0], bse[0], alpha),
         "beta_het": effect(params[1], bse[1], alpha),
         "p_value": float(stats.norm.sf(z)),
+        **extra,
     }
+
+
+def _ols_hc1(y: np.ndarray, design: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OLS coefficients and their HC1 (heteroskedasticity-robust) standard errors, each of shape (k,)."""
+    import statsmodels.api as sm
+
+    fit = sm.OLS(y, design).fit(cov_type="HC1")
+    return np.asarray(fit.params), np.asarray(fit.bse)

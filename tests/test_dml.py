@@ -125,6 +125,23 @@ def test_blp_test_detects_heterogeneity_only_when_present():
     assert abs(none["beta_het"]["estimate"]) < 4 * none["beta_het"]["stderr"]
 
 
+def test_blp_test_model_averaged_over_outcome_members():
+    """Members whose scores are the stack's +/- c (tau - mean tau): that column is in the regression, so each
+    member's residuals (and HC1 standard errors) equal the stack's and its slope is shifted by +/- c; the
+    model-averaged slope SE is exactly sqrt(se^2 + c^2), the intercept's unchanged."""
+    x, g, e, t, tau, y, m = _synthetic(seed=2)
+    scores = dml.dr_scores(y, t, e, m, tau)
+    c = 0.3
+    centred = tau - tau.mean()
+    members = {"a": (0.5, scores + c * centred), "b": (0.5, scores - c * centred)}
+    plain, averaged = dml.blp_test(scores, tau), dml.blp_test(scores, tau, member_scores=members)
+    se = plain["beta_het"]["stderr"]
+    assert averaged["beta_het"]["estimate"] == pytest.approx(plain["beta_het"]["estimate"])
+    assert averaged["beta_het"]["stderr"] == pytest.approx(np.hypot(se, c))
+    assert averaged["beta_ate"]["stderr"] == pytest.approx(plain["beta_ate"]["stderr"])
+    assert averaged["stderr_within_model"]["beta_het"] == pytest.approx(se) and averaged["p_value"] > plain["p_value"]
+
+
 def test_moderation_recovers_the_interaction_with_collinear_confounders():
     rng = np.random.default_rng(6)
     n = 6000
