@@ -53,8 +53,9 @@ class LearnerChoice:
 
     def _select(
         self, features: np.ndarray, t: np.ndarray, y: np.ndarray, groups: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Choose each nuisance's learner; returns the first repeat's predictions when chosen on all rows."""
+    ) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """Choose each nuisance's learner; when chosen on all rows, returns the first repeat's predictions: e and
+        ``{outcome member: (mu1, mu0)}`` (the chosen learner alone, or the stack's members)."""
         n = len(t)
         rows = np.arange(n)
         if n > self.select_max_rows and any(len(v) > 1 for v in self.learners_.values()):
