@@ -13,6 +13,9 @@ Built-in families (each with its own internal tuning, cheap enough to cross-fit 
   ``PENALTY_MAX_ROWS`` rows the penalty is chosen on a seeded subsample of that size and the model refitted with it
   on all rows (:class:`PenaltyOnSubsample`);
 * ``spline`` -- standardised inputs, cubic B-splines per column (5 knots), then the same regularised fit;
+* ``kernel`` -- standardised inputs, 300 Nystroem features of a Gaussian kernel (gamma = 1/p), then the same
+  regularised fit, on at most 50,000 rows (:mod:`causal.kernel`): smooth interactions that trees and per-column
+  splines approximate poorly;
 * ``random_forest`` -- 100 trees, leaves of >= 5 units (10 for the propensity), at most 20,000 rows per tree;
 * ``hist_gradient_boosting`` -- scikit-learn's histogram boosting with early stopping on a validation split;
 * ``xgboost`` -- XGBoost with the ``nuisance.classifier`` / ``nuisance.regressor`` parameters (tuned by the grid
@@ -42,9 +45,20 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import SplineTransformer, StandardScaler
 
+from causal.kernel import make_kernel
+
 log = logging.getLogger(__name__)
 
-FAMILIES = ("constant", "linear", "spline", "random_forest", "hist_gradient_boosting", "xgboost", "linear_boosting")
+FAMILIES = (
+    "constant",
+    "linear",
+    "spline",
+    "kernel",
+    "random_forest",
+    "hist_gradient_boosting",
+    "xgboost",
+    "linear_boosting",
+)
 # Families with no classifier form: the propensity's candidates skip them.
 OUTCOME_ONLY = ("linear_boosting",)
 # Rows per tree of the random forest: time and memory stay flat as the data grow.
@@ -66,15 +80,18 @@ def _linear(kind: str, seed: int, n_jobs: int, splines: bool) -> Any:
     steps: list[Any] = [StandardScaler()]
     if splines:
         steps.append(SplineTransformer(n_knots=5, degree=3, extrapolation="constant"))
+    return make_pipeline(*steps, _penalised(kind, seed))
+
+
+def _penalised(kind: str, seed: int) -> PenaltyOnSubsample:
+    """The L2-penalised final fit of the linear, spline and kernel families."""
     if kind == "classifier":
         # The logit's slope is penalised, the intercept is not; the L2 strength is chosen by 3-fold log loss.
         search = LogisticRegressionCV(
             Cs=6, cv=3, scoring="neg_log_loss", max_iter=500, tol=1e-3, random_state=seed, **_LOGIT_OPTIONS
         )
-        steps.append(PenaltyOnSubsample(search, random_state=seed))
-    else:
-        steps.append(PenaltyOnSubsample(RidgeCV(alphas=_RIDGE_ALPHAS), random_state=seed))
-    return make_pipeline(*steps)
+        return PenaltyOnSubsample(search, random_state=seed)
+    return PenaltyOnSubsample(RidgeCV(alphas=_RIDGE_ALPHAS), random_state=seed)
 
 
 class PenaltyOnSubsample(BaseEstimator):
@@ -251,6 +268,7 @@ def make_learner(
         "constant": lambda: DummyClassifier(strategy="prior") if kind == "classifier" else DummyRegressor(),
         "linear": lambda: _linear(kind, seed, n_jobs, splines=False),
         "spline": lambda: _linear(kind, seed, n_jobs, splines=True),
+        "kernel": lambda: make_kernel(_penalised(kind, seed), seed),
         "random_forest": lambda: _forest(kind, seed, n_jobs, n_rows),
         "hist_gradient_boosting": lambda: _boosting(kind, seed),
         "xgboost": lambda: _xgboost(kind, seed, n_jobs, xgb_params),
