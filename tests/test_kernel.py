@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import is_classifier
 from sklearn.linear_model import LinearRegression
 
 from causal import kernel
@@ -39,6 +40,8 @@ def test_kernel_classifier_gives_probabilities_of_a_propensity(interaction):
     e = 0.1 + 0.8 * np.sin(np.pi * x[:, 0] * x[:, 1])
     t = (rng.uniform(size=len(e)) < e).astype(int)
     model = make_learner("kernel", kind="classifier", seed=0).fit(x[:2000], t[:2000])
+    # The cross-fit asks scikit-learn's tags whether to call predict_proba (causal.crossfit.predict_target).
+    assert is_classifier(model) and not is_classifier(make_learner("kernel", kind="regressor"))
     proba = model.predict_proba(x[2000:])
     assert proba.shape == (1000, 2) and np.allclose(proba.sum(axis=1), 1.0)
     assert np.sqrt(np.mean((proba[:, 1] - e[2000:]) ** 2)) < 0.12
