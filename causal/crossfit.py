@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
+def subsample_rows(n: int, max_rows: int, seed: int) -> np.ndarray | None:
+    """Sorted indices of a seeded random subsample of ``max_rows`` of ``n`` rows, or None when ``n <= max_rows``
+    (use every row): the row cap of the learners and checks that cost more than they gain on large tables."""
+    if n <= max_rows:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+
+
 def make_folds(
     n: int,
     *,

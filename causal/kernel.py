@@ -21,6 +21,8 @@ from sklearn.kernel_approximation import Nystroem
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from causal.crossfit import subsample_rows
+
 # Landmark rows of the Nystroem approximation: the model's number of basis functions.
 N_COMPONENTS = 300
 # Rows the family is fitted on (a seeded subsample above it): 300 basis functions are pinned down long before.
@@ -96,11 +98,11 @@ class FitOnSubsample(BaseEstimator):
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> FitOnSubsample:
         """Fit on ``x`` (shape (n, p)) and ``y`` (shape (n,)), or on ``max_rows`` of them."""
-        n = len(y)
-        rows = slice(None)
-        if n > self.max_rows:
-            rows = np.sort(np.random.default_rng(self.random_state).choice(n, self.max_rows, replace=False))
-        self.estimator_ = clone(self.estimator).fit(np.asarray(x)[rows], np.asarray(y)[rows])
+        x, y = np.asarray(x), np.asarray(y)
+        rows = subsample_rows(len(y), self.max_rows, self.random_state)
+        if rows is not None:
+            x, y = x[rows], y[rows]
+        self.estimator_ = clone(self.estimator).fit(x, y)
         if hasattr(self.estimator_, "classes_"):
             self.classes_ = self.estimator_.classes_
         return self

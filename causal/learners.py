@@ -45,6 +45,7 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import SplineTransformer, StandardScaler
 
+from causal.crossfit import subsample_rows
 from causal.kernel import make_kernel
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,10 @@ class PenaltyOnSubsample(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> PenaltyOnSubsample:
-        n = len(y)
-        if n <= self.max_rows:
+        rows = subsample_rows(len(y), self.max_rows, self.random_state)
+        if rows is None:
             self.estimator_ = clone(self.search).fit(x, y)
         else:
-            rows = np.sort(np.random.default_rng(self.random_state).choice(n, self.max_rows, replace=False))
             chosen = clone(self.search).fit(x[rows], y[rows])
             if isinstance(chosen, RidgeCV):
                 # Solved in float64 on a private copy, centred in place: on float32 designs Ridge's Cholesky path

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from causal.crossfit import subsample_rows
+
 log = logging.getLogger(__name__)
 
 # A covariate (or the propensity) that ranks treated above control with AUC >= 0.99 leaves about 1% of treated-control
@@ -55,9 +57,9 @@ def separation(
     """
     treated = np.asarray(t).astype(bool).ravel()
     values = covariates.to_numpy(dtype=np.float64)
-    rows = np.arange(len(treated))
-    if len(rows) > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
+    rows = subsample_rows(len(treated), max_rows, seed)
+    if rows is None:
+        rows = np.arange(len(treated))
     separating, one_arm = [], []
     for j, name in enumerate(covariates.columns):
         col = values[:, j]
