@@ -148,7 +148,7 @@ def fit_method(method: str, rep: Replication, seed: int, overrides: list[str]) -
 
 
 # ----------------------------------------------------------------------------------------------------------- runs
-def run_ate(setups, sizes, seeds, methods, overrides, large_seeds, partial: Path | None = None) -> pd.DataFrame:
+def run_ate(setups, sizes, seeds, methods, overrides, large_seeds, partial: Path | None = None, first_seed: int = 0):
     """Every (setup, n, seed, method) fit; with ``partial``, the rows so far are rewritten there after each seed."""
     rows = []
     # Seed-major order: a run stopped early (see *.partial.json) has the same seeds for every setup.
@@ -158,9 +158,9 @@ def run_ate(setups, sizes, seeds, methods, overrides, large_seeds, partial: Path
         for n in (sizes if setup != "simulator" else sorted({*sizes, *([20000] if large_seeds else [])}))
         if setup not in FIXED_SIZE
     ] + [(setup, FIXED_SIZE[setup]) for setup in setups if setup in FIXED_SIZE]
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for setup, n in cells:
-            if n > 2000 and seed >= (large_seeds or seeds):
+            if n > 2000 and seed >= first_seed + (large_seeds or seeds):
                 continue
             rep = make_data(setup, n, seed)
             for method in [*methods, *(["oracle"] if rep.oracle is not None else [])]:
@@ -283,6 +283,7 @@ def main() -> None:
     ap.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
     ap.add_argument("--sizes", nargs="+", type=int, default=[500, 2000])
     ap.add_argument("--seeds", type=int, default=20, help="replications per setup and size")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed .. first-seed + seeds - 1")
     ap.add_argument("--large-seeds", type=int, default=0, help="also the simulator at n=20000 with this many seeds")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--override", nargs="*", default=[], help="Hydra overrides of the project's config")
@@ -309,7 +310,9 @@ def main() -> None:
             args.json.write_text(table.to_json(orient="records", indent=1))
         return
     partial = args.json.with_suffix(".partial.json") if args.json else None
-    raw = run_ate(args.setups, args.sizes, args.seeds, args.methods, args.override, args.large_seeds, partial)
+    raw = run_ate(
+        args.setups, args.sizes, args.seeds, args.methods, args.override, args.large_seeds, partial, args.first_seed
+    )
     table = summarise(raw)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.json:

@@ -184,6 +184,11 @@ class YuNetDetector(FaceDetector):
         if faces is None or len(faces) == 0:
             return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
         faces = faces.astype(np.float64)
+        # On degenerate input (blank or 1-pixel frames) the network has once emitted non-finite rows (seen in CI as
+        # "invalid value encountered in add"); such a row is no detection.
+        faces = faces[np.isfinite(faces).all(axis=1)]
+        if len(faces) == 0:
+            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
         boxes = np.column_stack([faces[:, 0], faces[:, 1], faces[:, 0] + faces[:, 2], faces[:, 1] + faces[:, 3]])
         points = faces[:, 4:14].reshape(-1, 5, 2)
         if mirrored:
