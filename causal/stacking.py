@@ -1,7 +1,8 @@
 """Super learners: candidate nuisance models combined with weights fitted to their out-of-fold predictions.
 
 The propensity's stack combines candidates on the logit scale (:class:`LogitStack`, weights by
-:func:`logit_stack_weights`); the outcome's combines their predictions linearly, with non-negative weights that sum
+:func:`logit_stack_weights`: non-negative, summing to at most one, so the stack cannot stretch its members'
+logits); the outcome's combines their predictions linearly, with non-negative weights that sum
 to one (:class:`MeanStack`, weights by :func:`mean_stack_weights`; van der Laan, Polley & Hubbard, 2007: non-negative
 least squares on the cross-validated predictions, then normalised). The outcome weights minimise the same loss the
 single choice uses (``nuisance.outcome_loss``): each unit's own-arm squared error, inverse-propensity weighted per
@@ -141,7 +142,7 @@ class LogitStack(ClassifierMixin, BaseEstimator):
     ----------
     estimators : list of scikit-learn classifiers
     weights : sequence of float
-        Non-negative weight of each estimator's logit.
+        Non-negative weight of each estimator's logit (summing to at most one).
     intercept : float
     """
 
@@ -170,7 +171,13 @@ def logit(e: np.ndarray) -> np.ndarray:
 
 
 def logit_stack_weights(predictions: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, float]:
-    """Non-negative weights and an intercept minimising the log loss of ``expit(b + logit(P) @ w)``.
+    """Non-negative weights summing to at most one, and an intercept, minimising the log loss of
+    ``expit(b + logit(P) @ w)``.
+
+    The cap is the convex combination of a super learner (the constant candidate, whose logit the intercept absorbs,
+    takes the rest). Without it the fit re-sharpened shrunken members: on IHDP (Hill's surface B, 747 units, 50
+    seeds) a spline logit got weight 4-6, the propensities reached 0.003, and the ATE's mean abs error was 0.0945;
+    capped, 0.0809 with the same coverage (98%) and narrower intervals (scripts/bench_accuracy.py, README).
 
     Parameters
     ----------
@@ -195,6 +202,9 @@ def logit_stack_weights(predictions: np.ndarray, t: np.ndarray) -> tuple[np.ndar
         return float(value), grad
 
     start = np.append(np.full(k, 1.0 / k), 0.0)
-    fit = optimize.minimize(loss, start, jac=True, method="L-BFGS-B", bounds=[(0, None)] * k + [(None, None)])
+    at_most_one = {"type": "ineq", "fun": lambda th: 1.0 - th[:k].sum(), "jac": lambda th: np.append(-np.ones(k), 0)}
+    fit = optimize.minimize(
+        loss, start, jac=True, method="SLSQP", bounds=[(0, 1)] * k + [(None, None)], constraints=[at_most_one]
+    )
     weights = np.where(fit.x[:k] < 1e-4, 0.0, fit.x[:k])
     return weights, float(fit.x[k])

@@ -205,6 +205,27 @@ def test_logit_stack_weights_favour_the_informative_candidate():
     assert abs(weights[0] - 1) < 0.2 and weights[1] < 0.1 and abs(intercept) < 0.2
 
 
+def test_logit_stack_weights_do_not_stretch_a_shrunken_member():
+    """A member whose logit is the truth's shrunk five-fold: an unconstrained fit would give it weight ~5 and extreme
+    propensities (IHDP's spline member got 4-6). The weights are capped at a sum of one, so the stack's logit is at
+    most its members' (before the intercept); the cap binds (the sum is 1, not below)."""
+    from scipy import special
+
+    from causal.stacking import logit, logit_stack_weights
+
+    rng = np.random.default_rng(2)
+    n = 4000
+    x = rng.normal(scale=1.5, size=n)
+    t = (rng.uniform(size=n) < special.expit(x)).astype(int)
+    shrunk = special.expit(0.2 * x)
+    other = special.expit(0.1 * x + 0.3 * rng.normal(size=n))
+    weights, intercept = logit_stack_weights(np.column_stack([shrunk, other]), t)
+    assert np.all(weights >= 0) and weights.sum() <= 1 + 1e-6
+    assert weights.sum() > 0.99  # binding: more slope would lower the log loss
+    z = np.column_stack([logit(shrunk), logit(other)])
+    assert np.all(np.abs(z @ weights) <= np.abs(z).max(axis=1) + 1e-6)  # no unit's logit beyond its members'
+
+
 def test_stacked_propensity_is_a_valid_cross_fitted_learner():
     from causal import stacking
 
