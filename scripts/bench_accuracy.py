@@ -148,7 +148,9 @@ def fit_method(method: str, rep: Replication, seed: int, overrides: list[str]) -
 
 
 # ----------------------------------------------------------------------------------------------------------- runs
-def run_ate(setups, sizes, seeds, methods, overrides, large_seeds, partial: Path | None = None, first_seed: int = 0):
+def run_ate(
+    setups, sizes, seeds, methods, overrides, large_seeds, partial: Path | None = None, first_seed: int = 0
+) -> pd.DataFrame:
     """Every (setup, n, seed, method) fit; with ``partial``, the rows so far are rewritten there after each seed."""
     rows = []
     # Seed-major order: a run stopped early (see *.partial.json) has the same seeds for every setup.

@@ -125,6 +125,22 @@ def test_blank_and_tiny_images_give_empty(detector):
     assert detector.detect([]) == []
 
 
+def test_non_finite_network_rows_are_dropped():
+    """OpenCV's YuNet once returned a non-finite row on a blank image (a CI warning); such a row is no detection,
+    and a finite row beside it is kept as it was."""
+
+    class NetWithABadRow:
+        def detect(self, bgr):
+            good = [10, 20, 30, 40, *range(10), 0.9]
+            return 1, np.array([good, [np.nan, 1, np.inf, 4, *range(10), 0.8]], dtype=np.float32)
+
+    det = YuNetDetector(device="cpu")
+    det.detector_ = NetWithABadRow()
+    boxes, scores, points = det._pass(np.zeros((64, 64, 3), np.uint8), mirrored=False)
+    assert np.allclose(boxes, [[10, 20, 40, 60]]) and np.allclose(scores, [0.9]) and points.shape == (1, 5, 2)
+    assert np.isfinite(boxes).all() and np.isfinite(points).all()
+
+
 def test_mixed_sizes_map_back_to_each_input(detector, astronaut):
     """One call with a small, a blank, an enlarged (over detection_size) and a non-square padded image."""
     small = np.asarray(Image.fromarray(astronaut).resize((256, 256), Image.Resampling.BICUBIC))

@@ -181,9 +181,7 @@ class YuNetDetector(FaceDetector):
         """
         w = bgr.shape[1]
         _, faces = self.detector_.detect(np.ascontiguousarray(bgr[:, ::-1]) if mirrored else bgr)
-        if faces is None or len(faces) == 0:
-            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
-        faces = faces.astype(np.float64)
+        faces = np.zeros((0, 15)) if faces is None else faces.astype(np.float64)
         # On degenerate input (blank or 1-pixel frames) the network has once emitted non-finite rows (seen in CI as
         # "invalid value encountered in add"); such a row is no detection.
         faces = faces[np.isfinite(faces).all(axis=1)]
